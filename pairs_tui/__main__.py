@@ -1,0 +1,3 @@
+from pairs_tui.cli import main
+
+main()

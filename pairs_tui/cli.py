@@ -1,0 +1,176 @@
+"""The `pairs-tui` command: parse, validate, build the engine, pick a front.
+
+Every mistake a user can make on the command line ends in one line on stderr and exit
+code 2; a failure while running ends in one line and exit code 1. Never a traceback
+(set PAIRS_TUI_DEBUG=1 to get one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from pairs_tui import __version__
+from pairs_tui.config import Config, ConfigError, apply, load_config
+from pairs_tui.feed.binance import check_ws_url
+from pairs_tui.model import SymbolError, normalise_symbols
+from pairs_tui.store import StoreError, default_db_path
+
+USAGE_ERROR = 2
+RUNTIME_ERROR = 1
+
+
+class UsageProblem(Exception):
+    """Bad input that the user can fix; exit code 2."""
+
+
+def _config(config_file: Path | None, **flags: dict[str, object]) -> Config:
+    config = load_config(config_file)
+    layer = {section: {k: v for k, v in values.items() if v is not None} for section, values in flags.items()}
+    return apply(config, {k: v for k, v in layer.items() if v}, "command line")
+
+
+def _db_path(config: Config, db: Path | None) -> Path:
+    if db is not None:
+        return db.expanduser()
+    if config.store.path:
+        return Path(config.store.path).expanduser()
+    path = default_db_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _ws_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_ws_url(value)
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from None
+
+
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A config.toml to apply over the defaults and your user config.",
+)
+db_option = click.option(
+    "--db",
+    type=click.Path(path_type=Path),
+    help="The SQLite tick store (default: the user data directory, or store.path).",
+)
+seed_option = click.option("--seed", type=int, help="Make the demo feed deterministic.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pairs-tui")
+def cli() -> None:
+    """pairs-tui: live Binance pairs analytics in the terminal."""
+
+
+@cli.command()
+@click.argument("symbols", nargs=-1, required=True)
+@click.option("--demo", is_flag=True, help="Record from the embedded demo feed (no internet).")
+@seed_option
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop by itself after this many seconds.",
+)
+@db_option
+@click.option("--ws-url", help="Binance WebSocket base URL (ws:// or wss://).")
+@click.option(
+    "--stream",
+    type=click.Choice(["trade", "aggTrade"]),
+    help="Which Binance trade stream to record (feed.stream).",
+)
+@config_option
+def record(
+    symbols: tuple[str, ...],
+    demo: bool,
+    seed: int | None,
+    duration: float | None,
+    db: Path | None,
+    ws_url: str | None,
+    stream: str | None,
+    config_file: Path | None,
+) -> None:
+    """Record live trades of SYMBOLS into the tick store, headless, until Ctrl-C."""
+    from pairs_tui.record import RecordPlan, run_record
+
+    try:
+        names = normalise_symbols(symbols)
+    except SymbolError as exc:
+        raise UsageProblem(str(exc)) from None
+    config = _config(config_file, feed={"ws_url": _ws_url(ws_url), "stream": stream})
+    plan = RecordPlan(names, _db_path(config, db), demo=demo, seed=seed, duration=duration)
+    asyncio.run(run_record(plan, config))
+
+
+@cli.command("demo-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9443, show_default=True, type=click.IntRange(0, 65535))
+@seed_option
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Trades per second per symbol (demo.rate).",
+)
+@config_option
+def demo_server(
+    host: str, port: int, seed: int | None, rate: float | None, config_file: Path | None
+) -> None:
+    """Run the Binance-protocol demo feed alone, for other tools or a second pairs-tui."""
+    from pairs_tui.feed.demo import DemoServer
+
+    config = _config(config_file, demo={"rate": rate})
+    server = DemoServer(host=host, port=port, seed=seed, rate=config.demo.rate)
+
+    async def serve() -> None:
+        await server.start()
+        click.echo(f"demo feed listening on {server.url} (seed {server.market.seed})")
+        click.echo(f"connect with: pairs-tui record btcusdt ethusdt --ws-url {server.url}")
+        try:
+            await asyncio.Future()
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: turn every error into one line and an exit code."""
+    debug = bool(os.environ.get("PAIRS_TUI_DEBUG"))
+    try:
+        cli.main(args=argv, prog_name="pairs-tui", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        _fail(exc.format_message(), USAGE_ERROR, hint=exc.ctx.command_path if exc.ctx else None)
+    except (UsageProblem, ConfigError, StoreError) as exc:
+        _fail(str(exc), USAGE_ERROR)
+    except (KeyboardInterrupt, click.Abort):
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        _fail(f"{type(exc).__name__}: {exc}", RUNTIME_ERROR)
+    sys.exit(0)
+
+
+def _fail(message: str, code: int, hint: str | None = None) -> None:
+    line = f"pairs-tui: error: {message}"
+    if hint:
+        line += f" (see '{hint} --help')"
+    print(line, file=sys.stderr)
+    sys.exit(code)

@@ -1,0 +1,160 @@
+"""Settings: built-in defaults < user config file < `--config FILE` < command-line flags.
+
+Every layer is validated strictly, so a typo in a file is an error that names the key
+and the file rather than a setting silently ignored. `config.toml` at the top of the
+repository documents the same defaults (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import platformdirs
+
+from pairs_tui.feed.binance import DEFAULT_WS_URL, check_ws_url
+from pairs_tui.model import StreamKind
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    a: str = "btcusdt"
+    b: str = "ethusdt"
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    ws_url: str = DEFAULT_WS_URL
+    stream: str = "trade"
+    stale_after: float = 30.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    healthy_after: float = 60.0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = ""
+    flush_interval: float = 0.25
+    max_pending: int = 200_000
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    rate: float = 20.0
+
+
+@dataclass(frozen=True)
+class Config:
+    pair: PairConfig = field(default_factory=PairConfig)
+    feed: FeedConfig = field(default_factory=FeedConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+    @property
+    def stream_kind(self) -> StreamKind:
+        return StreamKind(self.feed.stream)
+
+
+_SECTIONS = {f.name: f.type for f in fields(Config)}
+
+
+def user_config_path() -> Path:
+    return platformdirs.user_config_path("pairs-tui", appauthor=False) / "config.toml"
+
+
+def load_config(explicit: Path | None = None, *, user_file: Path | None = None) -> Config:
+    """Defaults, then the user's file if it exists, then `explicit` (which must exist)."""
+    config = Config()
+    user_file = user_file if user_file is not None else user_config_path()
+    if user_file.is_file():
+        config = apply_file(config, user_file)
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        config = apply_file(config, explicit)
+    return config
+
+
+def apply_file(config: Config, path: Path) -> Config:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    return apply(config, data, str(path))
+
+
+def apply(config: Config, data: dict[str, Any], source: str) -> Config:
+    """Overlay one layer of settings (a parsed TOML document or flags) onto `config`."""
+    for section, values in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{section}]{_hint(section, _SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: '{section}' must be a table ([{section}])")
+        current = getattr(config, section)
+        hints = get_type_hints(type(current))
+        updates = {}
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if key not in hints:
+                raise ConfigError(f"{source}: unknown key '{name}'{_hint(key, hints, section)}")
+            updates[key] = _coerce(value, hints[key], name, source)
+        config = replace(config, **{section: replace(current, **updates)})
+    _validate(config, source)
+    return config
+
+
+def _coerce(value: Any, kind: type, name: str, source: str) -> Any:
+    ok = (
+        (kind is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
+        or (kind is str and isinstance(value, str))
+        or (kind is bool and isinstance(value, bool))
+    )
+    if not ok:
+        raise ConfigError(
+            f"{source}: '{name}' must be {_TYPE_WORDS[kind]}, not {type(value).__name__} {value!r}"
+        )
+    return float(value) if kind is float else value
+
+
+_TYPE_WORDS = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+
+
+def _validate(config: Config, source: str) -> None:
+    def fail(name: str, why: str) -> None:
+        raise ConfigError(f"{source}: '{name}' {why}")
+
+    feed, store = config.feed, config.store
+    if feed.stream not in {k.value for k in StreamKind}:
+        fail("feed.stream", f"must be 'trade' or 'aggTrade', not {feed.stream!r}")
+    try:
+        check_ws_url(feed.ws_url)
+    except ValueError:
+        fail("feed.ws_url", f"must start with ws:// or wss://, not {feed.ws_url!r}")
+    for name in ("stale_after", "backoff_initial", "backoff_max", "healthy_after"):
+        if getattr(feed, name) <= 0:
+            fail(f"feed.{name}", "must be greater than 0")
+    if not 0.01 <= store.flush_interval <= 5:
+        fail("store.flush_interval", "must be between 0.01 and 5 seconds")
+    if store.max_pending < 1000:
+        fail("store.max_pending", "must be at least 1000")
+    if config.demo.rate <= 0:
+        fail("demo.rate", "must be greater than 0")
+
+
+def _hint(word: str, choices: Any, section: str | None = None) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    if not close:
+        return ""
+    return f"; did you mean '{section}.{close[0]}'?" if section else f"; did you mean [{close[0]}]?"

@@ -1,0 +1,397 @@
+"""The Binance trade consumer: one combined-stream connection, kept alive forever.
+
+The hot path (one frame) is: recv bytes, two msgspec decodes, an id check, a tuple
+appended to the pending batch. No per-trade awaits, objects or queue hops: the store
+takes whole batches via `drain()`, and the consumer only waits when the pending batch
+reaches its bound (backpressure, never a silent drop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from pairs_tui.model import FeedState, FeedStats, Gap, StreamKind, SymbolStats, TradeRow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WS_URL = "wss://stream.binance.com:9443"
+SHUTDOWN_STREAM = "!serverShutdown"
+_MICROS_THRESHOLD = 10**15  # a trade time at or above this is already in µs (PROTOCOL.md §8)
+
+
+class MalformedFrame(ValueError):
+    """A frame that is not valid JSON or not a well-formed event."""
+
+
+class ShutdownNotice(Exception):
+    """The server announced it will drop the connection (`serverShutdown`)."""
+
+
+class _Trade(msgspec.Struct):
+    e: str
+    s: str
+    t: int
+    p: str
+    q: str
+    T: int
+    m: bool
+    X: str = "MARKET"  # futures only: insurance-fund and ADL fills are not market prices
+
+
+class _AggTrade(msgspec.Struct):
+    e: str
+    s: str
+    t: int = msgspec.field(name="a")
+    p: str = ""
+    q: str = ""
+    T: int = 0
+    m: bool = False
+    X: str = "MARKET"
+
+
+class _Envelope(msgspec.Struct):
+    stream: str = ""
+    data: msgspec.Raw = msgspec.Raw()
+
+
+class _Head(msgspec.Struct):
+    e: str = ""
+    s: str = ""
+
+
+TradeMsg = _Trade | _AggTrade
+S = TypeVar("S")
+
+
+def stream_name(symbol: str, kind: StreamKind) -> str:
+    return f"{symbol.lower()}@{kind.value}"
+
+
+def combined_url(ws_url: str, symbols: tuple[str, ...], kind: StreamKind) -> str:
+    streams = "/".join(stream_name(s, kind) for s in symbols)
+    return f"{ws_url.rstrip('/')}/stream?streams={streams}"
+
+
+def check_ws_url(url: str) -> str:
+    """Reject anything but ws:// or wss:// before a connection is ever tried."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"invalid --ws-url {url!r}: it must start with ws:// or wss:// and name a host")
+    return url.rstrip("/")
+
+
+class FrameDecoder(Generic[S]):
+    """Turns one frame into (subscriber, trade) or None for frames we do not want.
+
+    `subscribers` maps stream names (`btcusdt@trade`) to whatever the caller wants back
+    for that stream. Combined (`{"stream":..,"data":..}`) and raw frames are accepted.
+    """
+
+    def __init__(self, subscribers: Mapping[str, S], kind: StreamKind) -> None:
+        self._subs = dict(subscribers)
+        self._event = kind.value
+        self._envelope = msgspec.json.Decoder(_Envelope)
+        self._head = msgspec.json.Decoder(_Head)
+        self._payload = msgspec.json.Decoder(_Trade if kind is StreamKind.TRADE else _AggTrade)
+
+    def decode(self, frame: bytes | str) -> tuple[S, TradeMsg] | None:
+        try:
+            env = self._envelope.decode(frame)
+            if env.stream:
+                sub = self._subs.get(env.stream)
+                if sub is None:
+                    if env.stream == SHUTDOWN_STREAM:
+                        raise ShutdownNotice
+                    return None
+                msg = self._payload.decode(env.data)
+            else:
+                head = self._head.decode(frame)
+                if head.e == "serverShutdown":
+                    raise ShutdownNotice
+                sub = self._subs.get(f"{head.s.lower()}@{head.e}")
+                if sub is None:
+                    return None  # control replies, errors, other event types
+                msg = self._payload.decode(frame)
+        except msgspec.DecodeError as exc:  # ValidationError is a subclass
+            raise MalformedFrame(str(exc)) from None
+        if msg.e != self._event or msg.X != "MARKET":
+            return None
+        return sub, msg
+
+
+@dataclass(frozen=True, slots=True)
+class FeedOptions:
+    ws_url: str = DEFAULT_WS_URL
+    kind: StreamKind = StreamKind.TRADE
+    stale_after: float = 30.0  # watchdog: reconnect when no frame arrives for this long
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    healthy_after: float = 60.0  # a connection this old resets the backoff
+    batch_rows: int = 5_000  # wake the writer early once this many trades are pending
+    max_pending: int = 200_000  # bound of the pending batch: beyond it the consumer waits
+    open_timeout: float = 10.0
+    max_frame_bytes: int = 1 << 20
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything received since the last drain, ready for one store transaction."""
+
+    rows: list[TradeRow]
+    gaps: list[Gap]
+    counts: dict[str, int]  # trades per symbol in `rows`
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.gaps)
+
+
+@dataclass(slots=True)
+class _Symbol:
+    symbol: str
+    last_id: int = -1
+    received: int = 0
+    drained: int = 0
+    last_trade_us: int | None = None
+
+
+def full_jitter(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
+    """AWS 'full jitter': uniform in [0, min(cap, initial * 2**attempt)]."""
+    return rng.uniform(0.0, min(cap, initial * (2.0 ** min(attempt, 30))))
+
+
+@dataclass
+class _Counters:
+    reconnects: int = 0
+    gaps: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    ignored: int = 0
+    frames: int = 0
+    backpressure_waits: int = 0
+    stale_reconnects: int = 0
+    shutdown_notices: int = 0
+
+
+class BinanceFeed:
+    """Consumes `<symbol>@trade` (or `@aggTrade`) for several symbols over one connection."""
+
+    def __init__(
+        self,
+        symbols: tuple[str, ...],
+        options: FeedOptions = FeedOptions(),
+        *,
+        rng: random.Random | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.symbols = symbols
+        self.options = options
+        self.url = combined_url(options.ws_url, symbols, options.kind)
+        self.state = FeedState.CONNECTING
+        self.retry_at: float | None = None
+        self.last_error: str | None = None
+        self.counters = _Counters()
+        self._rng = rng or random.Random()
+        self._on_event = on_event or (lambda text: log.info("%s", text))
+        self._states = {s: _Symbol(s) for s in symbols}
+        self._decoder = FrameDecoder(
+            {stream_name(s, options.kind): st for s, st in self._states.items()}, options.kind
+        )
+        self._rows: list[TradeRow] = []
+        self._gaps: list[Gap] = []
+        self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._ws = None
+
+    # -- the store side ---------------------------------------------------------------
+    def drain(self) -> Batch:
+        rows, self._rows = self._rows, []
+        gaps, self._gaps = self._gaps, []
+        counts = {}
+        for st in self._states.values():
+            if st.received != st.drained:
+                counts[st.symbol] = st.received - st.drained
+                st.drained = st.received
+        self._ready.clear()
+        self._drained.set()
+        return Batch(rows, gaps, counts)
+
+    async def wait_batch(self, timeout: float) -> None:
+        """Return when a full batch is pending, the feed stops, or after `timeout`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def stats(self, stored: Mapping[str, int] | None = None) -> FeedStats:
+        stored = stored or {}
+        c = self.counters
+        return FeedStats(
+            state=self.state,
+            url=self.url,
+            symbols=tuple(
+                SymbolStats(st.symbol, st.received, stored.get(st.symbol, 0), st.last_trade_us)
+                for st in self._states.values()
+            ),
+            reconnects=c.reconnects,
+            gaps=c.gaps,
+            duplicates=c.duplicates,
+            malformed=c.malformed,
+            ignored=c.ignored,
+            backpressure_waits=c.backpressure_waits,
+            retry_at=self.retry_at,
+            last_error=self.last_error,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        self._ready.set()
+        self._drained.set()
+        if self._ws is not None:
+            self._ws.transport.abort()
+
+    async def run(self) -> None:
+        """Connect, consume, reconnect with backoff, until `stop()`."""
+        loop = asyncio.get_running_loop()
+        opts = self.options
+        attempt = 0
+        while not self._stop.is_set():
+            connected_at: float | None = None
+            immediate = False
+            try:
+                async with connect(
+                    self.url,
+                    compression=None,
+                    max_size=opts.max_frame_bytes,
+                    open_timeout=opts.open_timeout,
+                    proxy=None if _is_loopback(self.url) else True,
+                ) as ws:
+                    self._ws = ws
+                    connected_at = loop.time()
+                    self.state = FeedState.CONNECTED
+                    self.retry_at = None
+                    self._on_event(f"connected to {self.url}")
+                    watchdog = asyncio.create_task(self._watch(ws))
+                    try:
+                        await self._consume(ws)
+                    except ShutdownNotice:
+                        self.counters.shutdown_notices += 1
+                        self.last_error = "server announced shutdown"
+                        immediate = True
+                    finally:
+                        watchdog.cancel()
+                        self._ws = None
+            except ConnectionClosed as exc:
+                self.last_error = _describe_close(exc)
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if self._stop.is_set():
+                break
+            self.counters.reconnects += 1
+            if connected_at is not None and loop.time() - connected_at >= opts.healthy_after:
+                attempt = 0
+            delay = (
+                0.0
+                if immediate
+                else full_jitter(attempt, opts.backoff_initial, opts.backoff_max, self._rng)
+            )
+            attempt = 0 if immediate else attempt + 1
+            self.state = FeedState.RECONNECTING
+            self.retry_at = loop.time() + delay
+            self._on_event(f"disconnected ({self.last_error}); reconnecting in {delay:.1f}s")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
+        self.state = FeedState.STOPPED
+        self._ready.set()
+
+    async def _watch(self, ws) -> None:
+        """Data watchdog: a connection that delivers nothing for `stale_after` is dead."""
+        loop = asyncio.get_running_loop()
+        stale_after = self.options.stale_after
+        tick = min(1.0, stale_after / 4)
+        seen, since = self.counters.frames, loop.time()
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            if self.counters.frames != seen:
+                seen, since = self.counters.frames, now
+            elif now - since >= stale_after:
+                self.counters.stale_reconnects += 1
+                self.last_error = f"no data for {stale_after:g}s"
+                ws.transport.abort()
+                return
+
+    async def _consume(self, ws) -> None:
+        decode = self._decoder.decode
+        counters = self.counters
+        kind = self.options.kind.value
+        batch_rows = self.options.batch_rows
+        max_pending = self.options.max_pending
+        while True:
+            frame = await ws.recv(decode=False)
+            counters.frames += 1
+            try:
+                item = decode(frame)
+            except MalformedFrame:
+                counters.malformed += 1
+                continue
+            if item is None:
+                counters.ignored += 1
+                continue
+            st, msg = item
+            tid = msg.t
+            last = st.last_id
+            if tid <= last:
+                counters.duplicates += 1
+                continue
+            if last >= 0 and tid != last + 1:
+                self._gap(st.symbol, last + 1, tid - 1)
+            st.last_id = tid
+            ts = msg.T if msg.T >= _MICROS_THRESHOLD else msg.T * 1000
+            st.last_trade_us = ts
+            st.received += 1
+            rows = self._rows
+            rows.append((st.symbol, kind, tid, ts, time.time_ns() // 1000, msg.p, msg.q, msg.m))
+            if len(rows) >= batch_rows:
+                self._ready.set()
+                if len(rows) >= max_pending:
+                    counters.backpressure_waits += 1
+                    self._drained.clear()
+                    await self._drained.wait()
+
+    def _gap(self, symbol: str, from_id: int, to_id: int) -> None:
+        gap = Gap(symbol, self.options.kind, from_id, to_id, time.time_ns() // 1000)
+        self._gaps.append(gap)
+        self.counters.gaps += 1
+        self._on_event(f"gap in {symbol}: ids {from_id}..{to_id} ({gap.missing} missing)")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def _describe_close(exc: ConnectionClosed) -> str:
+    rcvd = exc.rcvd
+    if rcvd is None:
+        return "connection lost without a close frame (1006)"
+    reason = f" {rcvd.reason}" if rcvd.reason else ""
+    return f"closed by server ({rcvd.code}{reason})"
+

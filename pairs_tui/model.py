@@ -1,0 +1,93 @@
+"""Small typed records shared by every layer.
+
+Trades travel as plain tuples (`TradeRow`) because the ingest path handles tens of
+thousands per second and a tuple is the cheapest record Python can build; everything
+that is not per-trade is a frozen dataclass.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeAlias
+
+# (symbol, kind, trade_id, trade_time_us, recv_time_us, price, qty, buyer_is_maker)
+# price and qty are the exchange's decimal text, kept verbatim so no precision is lost.
+TradeRow: TypeAlias = tuple[str, str, int, int, int, str, str, bool]
+
+_SYMBOL = re.compile(r"[a-z0-9]{2,20}")
+
+
+class StreamKind(StrEnum):
+    """Which Binance stream a trade came from; their id spaces differ, so it keys the store."""
+
+    TRADE = "trade"
+    AGG_TRADE = "aggTrade"
+
+
+class FeedState(StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Trade ids that never arrived: `from_id`..`to_id` inclusive."""
+
+    symbol: str
+    kind: StreamKind
+    from_id: int
+    to_id: int
+    detected_us: int
+
+    @property
+    def missing(self) -> int:
+        return self.to_id - self.from_id + 1
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolStats:
+    symbol: str
+    received: int
+    stored: int
+    last_trade_us: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStats:
+    """A snapshot of the consumer for status lines and headers."""
+
+    state: FeedState
+    url: str
+    symbols: tuple[SymbolStats, ...]
+    reconnects: int
+    gaps: int
+    duplicates: int
+    malformed: int
+    ignored: int
+    backpressure_waits: int
+    retry_at: float | None  # loop time of the next connection attempt while reconnecting
+    last_error: str | None
+
+
+class SymbolError(ValueError):
+    pass
+
+
+def normalise_symbols(raw: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Validate user-typed symbols and return them uppercase, as Binance spells them."""
+    seen: list[str] = []
+    for text in raw:
+        low = text.strip().lower()
+        if not _SYMBOL.fullmatch(low):
+            shown = text if text else "''"
+            raise SymbolError(
+                f"invalid symbol {shown!s}: use 2-20 letters and digits, like btcusdt"
+            )
+        if low.upper() in seen:
+            raise SymbolError(f"symbol {low} given twice: name each symbol once")
+        seen.append(low.upper())
+    return tuple(seen)

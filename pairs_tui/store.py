@@ -1,0 +1,199 @@
+"""The SQLite tick store: one file, WAL, shared by a recorder and any number of readers.
+
+Only this module speaks SQL. Trades are keyed by (symbol, kind, trade_id) and inserted
+with INSERT OR IGNORE, so a re-delivered trade, a second recorder or a re-import never
+makes a duplicate. Prices and quantities are stored as the exchange's decimal text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import aiosqlite
+import platformdirs
+
+from pairs_tui.model import Gap, StreamKind, TradeRow
+
+SCHEMA_VERSION = 1
+
+# Forward migrations: entry i takes a database from user_version i to i + 1.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE trades (
+            symbol      TEXT    NOT NULL,
+            kind        TEXT    NOT NULL,   -- 'trade' or 'aggTrade': separate id spaces
+            trade_id    INTEGER NOT NULL,
+            ts_us       INTEGER NOT NULL,   -- exchange trade time, µs since the epoch
+            recv_us     INTEGER,            -- local receive time, µs; NULL when imported
+            price       TEXT    NOT NULL,   -- decimal text exactly as the exchange sent it
+            qty         TEXT    NOT NULL,
+            buyer_maker INTEGER NOT NULL,
+            PRIMARY KEY (symbol, kind, trade_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX trades_by_time ON trades (symbol, kind, ts_us)",
+        """CREATE TABLE gaps (
+            symbol      TEXT    NOT NULL,
+            kind        TEXT    NOT NULL,
+            from_id     INTEGER NOT NULL,
+            to_id       INTEGER NOT NULL,
+            detected_us INTEGER NOT NULL
+        )""",
+    ),
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_INSERT_TRADE = "INSERT OR IGNORE INTO trades VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_GAP = "INSERT INTO gaps VALUES (?, ?, ?, ?, ?)"
+_LOCK_RETRIES = 20
+
+
+class StoreError(Exception):
+    """A database problem the user can act on; the message says what and how."""
+
+
+def default_db_path() -> Path:
+    return platformdirs.user_data_path("pairs-tui", appauthor=False) / "ticks.db"
+
+
+class TickStore:
+    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
+        self.path = path
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path | str, *, busy_timeout: float = 10.0) -> TickStore:
+        """Open (creating or migrating) the store; raise StoreError with a plain reason."""
+        path = Path(path).expanduser()
+        if path.exists() and path.is_dir():
+            raise StoreError(f"database path {path} is a directory: give a file name")
+        if not path.parent.is_dir():
+            raise StoreError(
+                f"cannot create database {path}: directory {path.parent} does not exist"
+            )
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from None
+        store = cls(path, conn)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            await store._migrate()
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+        except StoreError:
+            await conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            await conn.close()
+            text = str(exc)
+            if "not a database" in text or "malformed" in text:
+                raise StoreError(f"{path} is not a pairs-tui SQLite database ({text})") from None
+            raise StoreError(f"cannot use database {path}: {text}") from None
+        return store
+
+    async def _migrate(self) -> None:
+        version = await self._scalar("PRAGMA user_version")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer pairs-tui (schema {version}, this "
+                f"version reads up to {SCHEMA_VERSION}): upgrade pairs-tui"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = await self._scalar("PRAGMA user_version")  # another process may have won
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    await self._conn.execute(statement)
+            await self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> TickStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- writing ------------------------------------------------------------------------
+    async def write(self, rows: Sequence[TradeRow], gaps: Sequence[Gap] = ()) -> int:
+        """Commit one batch in one transaction; returns how many trades were new."""
+        for attempt in range(_LOCK_RETRIES):
+            try:
+                return await self._write_once(rows, gaps)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if attempt == _LOCK_RETRIES - 1:
+                    raise StoreError(f"{self.path} stayed locked by another process") from None
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _write_once(self, rows: Sequence[TradeRow], gaps: Sequence[Gap]) -> int:
+        conn = self._conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = await conn.executemany(_INSERT_TRADE, rows)
+            inserted = cursor.rowcount
+            if gaps:
+                await conn.executemany(
+                    _INSERT_GAP,
+                    [(g.symbol, g.kind.value, g.from_id, g.to_id, g.detected_us) for g in gaps],
+                )
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        return max(inserted, 0)
+
+    # -- reading ------------------------------------------------------------------------
+    async def trade_ids(self, symbol: str, kind: StreamKind = StreamKind.TRADE) -> list[int]:
+        cursor = await self._conn.execute(
+            "SELECT trade_id FROM trades WHERE symbol = ? AND kind = ? ORDER BY trade_id",
+            (symbol, kind.value),
+        )
+        return [row[0] for row in await cursor.fetchall()]
+
+    async def trades(
+        self, symbol: str, kind: StreamKind = StreamKind.TRADE, *, after_id: int = -1
+    ) -> list[TradeRow]:
+        cursor = await self._conn.execute(
+            "SELECT symbol, kind, trade_id, ts_us, recv_us, price, qty, buyer_maker FROM trades"
+            " WHERE symbol = ? AND kind = ? AND trade_id > ? ORDER BY trade_id",
+            (symbol, kind.value, after_id),
+        )
+        return [(*row[:7], bool(row[7])) for row in await cursor.fetchall()]
+
+    async def counts(self) -> dict[str, int]:
+        cursor = await self._conn.execute(
+            "SELECT symbol, count(*) FROM trades GROUP BY symbol ORDER BY symbol"
+        )
+        return {row[0]: row[1] for row in await cursor.fetchall()}
+
+    async def gaps(self, symbols: Iterable[str] | None = None) -> list[Gap]:
+        cursor = await self._conn.execute(
+            "SELECT symbol, kind, from_id, to_id, detected_us FROM gaps ORDER BY rowid"
+        )
+        wanted = set(symbols) if symbols is not None else None
+        return [
+            Gap(row[0], StreamKind(row[1]), row[2], row[3], row[4])
+            for row in await cursor.fetchall()
+            if wanted is None or row[0] in wanted
+        ]
+
+    async def integrity_ok(self) -> bool:
+        return await self._scalar("PRAGMA integrity_check") == "ok"
+
+    async def _scalar(self, sql: str):
+        cursor = await self._conn.execute(sql)
+        row = await cursor.fetchone()
+        return row[0]
