@@ -30,7 +30,10 @@ class UsageProblem(Exception):
 
 def _config(config_file: Path | None, **flags: dict[str, object]) -> Config:
     config = load_config(config_file)
-    layer = {section: {k: v for k, v in values.items() if v is not None} for section, values in flags.items()}
+    layer = {
+        section: {k: v for k, v in values.items() if v is not None}
+        for section, values in flags.items()
+    }
     return apply(config, {k: v for k, v in layer.items() if v}, "command line")
 
 

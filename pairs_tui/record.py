@@ -87,7 +87,9 @@ class StatusPrinter:
         span = max(now - then, 1e-9)
         rates = {k: (v - before.get(k, 0)) / span for k, v in received.items()}
         self._last = (now, received)
-        line = format_status(stats, rates, time.time_ns() // 1000, asyncio.get_running_loop().time())
+        line = format_status(
+            stats, rates, time.time_ns() // 1000, asyncio.get_running_loop().time()
+        )
         if self.live:
             width = shutil.get_terminal_size().columns - 1  # a wrapped line cannot be redrawn
             self.out.write(f"\r\x1b[2K{line[:width]}")

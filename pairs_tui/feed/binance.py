@@ -39,26 +39,41 @@ class ShutdownNotice(Exception):
     """The server announced it will drop the connection (`serverShutdown`)."""
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, kw_only=True):
     e: str
     s: str
-    t: int
+    id: int = msgspec.field(name="t")
     p: str
     q: str
     T: int
     m: bool
     X: str = "MARKET"  # futures only: insurance-fund and ADL fills are not market prices
 
+    @property
+    def first(self) -> int:
+        return self.id
 
-class _AggTrade(msgspec.Struct):
+    last = first
+
+
+class _AggTrade(msgspec.Struct, kw_only=True):
+    """`first`/`last` are the underlying trade ids: continuity is checked on them, so an
+    aggTrade without its aggregate id `a` (old futures frames) still dedupes and gaps."""
+
     e: str
     s: str
-    t: int = msgspec.field(name="a")
-    p: str = ""
-    q: str = ""
-    T: int = 0
-    m: bool = False
+    first: int = msgspec.field(name="f")
+    last: int = msgspec.field(name="l")
+    p: str
+    q: str
+    T: int
+    m: bool
+    a: int = -1
     X: str = "MARKET"
+
+    @property
+    def id(self) -> int:
+        return self.a if self.a >= 0 else self.first
 
 
 class _Envelope(msgspec.Struct):
@@ -88,7 +103,9 @@ def check_ws_url(url: str) -> str:
     """Reject anything but ws:// or wss:// before a connection is ever tried."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"invalid --ws-url {url!r}: it must start with ws:// or wss:// and name a host")
+        raise ValueError(
+            f"invalid --ws-url {url!r}: it must start with ws:// or wss:// and name a host"
+        )
     return url.rstrip("/")
 
 
@@ -272,56 +289,66 @@ class BinanceFeed:
         opts = self.options
         attempt = 0
         while not self._stop.is_set():
-            connected_at: float | None = None
-            immediate = False
-            try:
-                async with connect(
-                    self.url,
-                    compression=None,
-                    max_size=opts.max_frame_bytes,
-                    open_timeout=opts.open_timeout,
-                    proxy=None if _is_loopback(self.url) else True,
-                ) as ws:
-                    self._ws = ws
-                    connected_at = loop.time()
-                    self.state = FeedState.CONNECTED
-                    self.retry_at = None
-                    self._on_event(f"connected to {self.url}")
-                    watchdog = asyncio.create_task(self._watch(ws))
-                    try:
-                        await self._consume(ws)
-                    except ShutdownNotice:
-                        self.counters.shutdown_notices += 1
-                        self.last_error = "server announced shutdown"
-                        immediate = True
-                    finally:
-                        watchdog.cancel()
-                        self._ws = None
-            except ConnectionClosed as exc:
-                self.last_error = _describe_close(exc)
-            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            reason, lived, immediate = await self._session()
             if self._stop.is_set():
                 break
+            self.last_error = reason
             self.counters.reconnects += 1
-            if connected_at is not None and loop.time() - connected_at >= opts.healthy_after:
+            if immediate or (lived is not None and lived >= opts.healthy_after):
                 attempt = 0
-            delay = (
-                0.0
-                if immediate
-                else full_jitter(attempt, opts.backoff_initial, opts.backoff_max, self._rng)
-            )
-            attempt = 0 if immediate else attempt + 1
+            delay = 0.0
+            if not immediate:
+                delay = full_jitter(attempt, opts.backoff_initial, opts.backoff_max, self._rng)
+                attempt += 1
             self.state = FeedState.RECONNECTING
             self.retry_at = loop.time() + delay
-            self._on_event(f"disconnected ({self.last_error}); reconnecting in {delay:.1f}s")
+            self._on_event(f"disconnected ({reason}); reconnecting in {delay:.1f}s")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stop.wait()
         self.state = FeedState.STOPPED
         self._ready.set()
 
-    async def _watch(self, ws) -> None:
+    async def _session(self) -> tuple[str, float | None, bool]:
+        """One connection from open to end: why it ended, how long it was up (None if it
+        never opened), and whether to reconnect at once."""
+        loop = asyncio.get_running_loop()
+        opts = self.options
+        connected_at: float | None = None
+        watchdog: asyncio.Task[str] | None = None
+        immediate = False
+        try:
+            async with connect(
+                self.url,
+                compression=None,
+                max_size=opts.max_frame_bytes,
+                open_timeout=opts.open_timeout,
+                proxy=None if _is_loopback(self.url) else True,
+            ) as ws:
+                self._ws = ws
+                connected_at = loop.time()
+                self.state = FeedState.CONNECTED
+                self.retry_at = None
+                self._on_event(f"connected to {self.url}")
+                watchdog = asyncio.create_task(self._watch(ws))
+                await self._consume(ws)
+        except ShutdownNotice:
+            self.counters.shutdown_notices += 1
+            reason, immediate = "server announced shutdown", True
+        except ConnectionClosed as exc:
+            reason = _describe_close(exc)
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self._ws = None
+        if watchdog is not None:
+            if watchdog.done():
+                reason = watchdog.result()
+            else:
+                watchdog.cancel()
+        lived = None if connected_at is None else loop.time() - connected_at
+        return reason, lived, immediate
+
+    async def _watch(self, ws) -> str:
         """Data watchdog: a connection that delivers nothing for `stale_after` is dead."""
         loop = asyncio.get_running_loop()
         stale_after = self.options.stale_after
@@ -334,9 +361,8 @@ class BinanceFeed:
                 seen, since = self.counters.frames, now
             elif now - since >= stale_after:
                 self.counters.stale_reconnects += 1
-                self.last_error = f"no data for {stale_after:g}s"
                 ws.transport.abort()
-                return
+                return f"no data for {stale_after:g}s"
 
     async def _consume(self, ws) -> None:
         decode = self._decoder.decode
@@ -356,19 +382,18 @@ class BinanceFeed:
                 counters.ignored += 1
                 continue
             st, msg = item
-            tid = msg.t
-            last = st.last_id
-            if tid <= last:
+            first, last = msg.first, msg.last
+            if last <= st.last_id:
                 counters.duplicates += 1
                 continue
-            if last >= 0 and tid != last + 1:
-                self._gap(st.symbol, last + 1, tid - 1)
-            st.last_id = tid
+            if st.last_id >= 0 and first != st.last_id + 1:
+                self._gap(st.symbol, st.last_id + 1, first - 1)
+            st.last_id = last
             ts = msg.T if msg.T >= _MICROS_THRESHOLD else msg.T * 1000
             st.last_trade_us = ts
             st.received += 1
             rows = self._rows
-            rows.append((st.symbol, kind, tid, ts, time.time_ns() // 1000, msg.p, msg.q, msg.m))
+            rows.append((st.symbol, kind, msg.id, ts, time.time_ns() // 1000, msg.p, msg.q, msg.m))
             if len(rows) >= batch_rows:
                 self._ready.set()
                 if len(rows) >= max_pending:
@@ -394,4 +419,3 @@ def _describe_close(exc: ConnectionClosed) -> str:
         return "connection lost without a close frame (1006)"
     reason = f" {rcvd.reason}" if rcvd.reason else ""
     return f"closed by server ({rcvd.code}{reason})"
-

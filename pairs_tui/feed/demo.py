@@ -19,9 +19,9 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterable
-from itertools import islice
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from itertools import islice
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -89,7 +89,7 @@ class SyntheticMarket:
         rng = random.Random(f"{self.seed}:{symbol}")
         low, high = _START_PRICES.get(symbol, (100.0, 100.0))
         p0 = rng.uniform(low, high)
-        decimals = max(2, min(8, 6 - int(math.floor(math.log10(p0)))))
+        decimals = max(2, min(8, 6 - math.floor(math.log10(p0))))
         self._instruments[symbol] = _Instrument(
             symbol=symbol,
             rng=rng,
@@ -197,6 +197,7 @@ class DemoServer:
     history: int = 10_000  # recent trades kept for resends
     counters: ServerCounters = field(default_factory=ServerCounters)
     delivered: dict[str, list[int]] = field(default_factory=dict)  # ids sent, per symbol
+    paused: bool = False  # tests: stop sending on every connection, keep them open
 
     def __post_init__(self) -> None:
         self.market = SyntheticMarket(self.seed, self.rate)
@@ -333,7 +334,7 @@ class DemoServer:
                 return
         while True:
             trades, seq = self._since(seq)
-            if not trades:
+            if not trades or self.paused:  # while paused, trades happen but are not sent
                 await self._new.wait()
             elif await self._deliver(conn, trades):
                 return
@@ -383,7 +384,9 @@ class DemoServer:
             self.counters.shutdowns += 1
             now = time.time_ns() // 1_000_000
             event = f'{{"e":"serverShutdown","E":{now}}}'
-            await ws.send(f'{{"stream":"!serverShutdown","data":{event}}}' if conn.combined else event)
+            await ws.send(
+                f'{{"stream":"!serverShutdown","data":{event}}}' if conn.combined else event
+            )
             await ws.wait_closed()
             return True
         if faults.stall_after and n == faults.stall_after and self.counters.stalls < faults.stalls:

@@ -1,0 +1,174 @@
+"""`pairs-tui` as a user runs it: subprocesses, real signals, a real terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+from conftest import cli_env, pairs_tui_cmd, wait_until
+
+from pairs_tui.feed.demo import DemoServer
+
+
+def run_cli(home, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        pairs_tui_cmd(*args), env=cli_env(home), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def db_counts(path) -> dict[str, int]:
+    with sqlite3.connect(path) as conn:
+        return dict(conn.execute("SELECT symbol, count(*) FROM trades GROUP BY symbol"))
+
+
+def bad_inputs(tmp_path):
+    notdb = tmp_path / "notes.db"
+    notdb.write_text("not a database\n" * 100)
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[feed]\nstream = "trade"\nstale_after = \n')
+    return [
+        (["record", "btc-usdt"], "invalid symbol btc-usdt"),
+        (["record", ""], "invalid symbol ''"),
+        (["record", "a" * 40], "invalid symbol aaaa"),
+        (["record", "btcusdt", "BTCUSDT"], "symbol btcusdt given twice"),
+        (["record", "btcusdt", "--db", str(tmp_path / "missing" / "t.db")], "does not exist"),
+        (["record", "btcusdt", "--db", str(notdb)], "is not a pairs-tui SQLite database"),
+        (["record", "btcusdt", "--config", str(broken)], "at line 3"),
+        (["record", "btcusdt", "--ws-url", "http://127.0.0.1:9"], "ws:// or wss://"),
+        (["record", "btcusdt", "--ws-url", "ws://"], "ws:// or wss://"),
+        (["record"], "Missing argument"),
+        (["record", "btcusdt", "--duration", "-1"], "--duration"),
+        (["nonsense"], "No such command"),
+    ]
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, isolated_home):
+    for args, message in bad_inputs(tmp_path):
+        result = run_cli(isolated_home, *args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(lines) == 1 and "Traceback" not in result.stderr, (args, result.stderr)
+        assert lines[0].startswith("pairs-tui: error: ") and message in lines[0], (args, lines)
+    assert (tmp_path / "notes.db").read_text().startswith("not a database")
+
+
+def test_record_demo_for_a_duration(tmp_path, isolated_home):
+    db = tmp_path / "ticks.db"
+    started = time.monotonic()
+    result = run_cli(
+        isolated_home,
+        "record",
+        "btcusdt",
+        "ethusdt",
+        "--demo",
+        "--seed",
+        "1",
+        "--duration",
+        "3",
+        "--db",
+        str(db),
+    )
+    assert result.returncode == 0, result.stderr
+    assert 3 <= time.monotonic() - started < 20
+    counts = db_counts(db)
+    assert set(counts) == {"BTCUSDT", "ETHUSDT"} and min(counts.values()) > 20
+    out = result.stdout
+    assert (
+        "connected to ws://127.0.0.1:" in out
+        and "/stream?streams=btcusdt@trade/ethusdt@trade" in out
+    )
+    assert (
+        f"BTCUSDT {counts['BTCUSDT']:,}" in out.splitlines()[-1]
+    )  # the summary agrees with the DB
+    assert "\x1b" not in out  # not a terminal: plain log lines
+
+
+def test_default_db_lives_in_the_user_data_dir(isolated_home):
+    result = run_cli(isolated_home, "record", "solusdt", "--demo", "--duration", "1")
+    assert result.returncode == 0, result.stderr
+    assert db_counts(isolated_home / "data" / "pairs-tui" / "ticks.db")["SOLUSDT"] > 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_signal_commits_everything_pending_and_exits_0(tmp_path, isolated_home, sig):
+    """Trades received but not yet flushed (flush interval 5 s) survive Ctrl-C/SIGTERM."""
+    config = tmp_path / "slow-flush.toml"
+    config.write_text("[store]\nflush_interval = 5.0\n")
+    db = tmp_path / "ticks.db"
+    async with DemoServer(seed=3, rate=300) as server:
+        proc = await asyncio.create_subprocess_exec(
+            *pairs_tui_cmd(
+                "record",
+                "btcusdt",
+                "ethusdt",
+                "--ws-url",
+                server.url,
+                "--db",
+                str(db),
+                "--config",
+                str(config),
+            ),
+            env=cli_env(isolated_home),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await wait_until(lambda: sum(map(len, server.delivered.values())) > 300)
+        server.paused = True
+        await asyncio.sleep(0.5)  # let the recorder take in what is in flight
+        assert db_counts(db) == {}  # all of it is still pending in memory
+        proc.send_signal(sig)
+        out, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+    with sqlite3.connect(db) as conn:
+        for symbol, delivered in server.delivered.items():
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT trade_id FROM trades WHERE symbol = ? ORDER BY trade_id", (symbol,)
+                )
+            ]
+            assert ids == delivered
+    assert b"stopped: trades stored" in out
+
+
+def test_status_line_redraws_in_place_on_a_terminal(tmp_path, isolated_home):
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        pairs_tui_cmd(
+            "record",
+            "btcusdt",
+            "ethusdt",
+            "--demo",
+            "--duration",
+            "2.5",
+            "--db",
+            str(tmp_path / "t.db"),
+        ),
+        env=cli_env(isolated_home) | {"COLUMNS": "200"},
+        stdin=child,
+        stdout=child,
+        stderr=child,
+    )
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=20) == 0
+    screen = b"".join(chunks).decode()
+    status = [part for part in screen.split("\r\x1b[2K") if part.startswith("BTCUSDT ")]
+    assert len(status) >= 2  # redrawn in place, once a second
+    assert "| connected | reconnects 0 | gaps 0 | malformed 0" in status[-1]
+    assert "/s, last " in status[-1]

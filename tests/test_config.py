@@ -1,0 +1,60 @@
+"""Settings layering and strict validation."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict
+
+import pytest
+from conftest import REPO
+
+from pairs_tui.config import Config, ConfigError, apply, load_config, user_config_path
+
+
+def test_documented_config_toml_equals_the_built_in_defaults():
+    documented = tomllib.loads((REPO / "config.toml").read_text())
+    assert documented == asdict(Config())
+    assert apply(Config(), documented, "config.toml") == Config()
+
+
+def test_layers_apply_in_order(tmp_path):
+    user = user_config_path()
+    user.parent.mkdir(parents=True)
+    user.write_text('[feed]\nstale_after = 10\nstream = "aggTrade"\n[demo]\nrate = 5\n')
+    explicit = tmp_path / "mine.toml"
+    explicit.write_text("[feed]\nstale_after = 12.5\n")
+    config = load_config(explicit)
+    assert config.feed.stale_after == 12.5  # --config beats the user file
+    assert config.feed.stream == "aggTrade"  # the user file beats the defaults
+    assert config.demo.rate == 5.0 and isinstance(config.demo.rate, float)
+    flags = apply(config, {"feed": {"stream": "trade"}}, "command line")
+    assert flags.feed.stream == "trade" and flags.feed.stale_after == 12.5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[feed]\nstale = 3\n", "unknown key 'feed.stale'; did you mean 'feed.stale_after'?"),
+        ("[feeds]\n", "unknown section [feeds]; did you mean [feed]?"),
+        ('[feed]\nstale_after = "x"\n', "'feed.stale_after' must be a number, not str 'x'"),
+        ("[store]\nmax_pending = 2.5\n", "'store.max_pending' must be an integer"),
+        ("[feed]\nstale_after = true\n", "'feed.stale_after' must be a number, not bool"),
+        ('[feed]\nstream = "depth"\n', "'feed.stream' must be 'trade' or 'aggTrade'"),
+        ('[feed]\nws_url = "http://x"\n', "'feed.ws_url' must start with ws:// or wss://"),
+        ("[feed]\nbackoff_max = 0\n", "'feed.backoff_max' must be greater than 0"),
+        ('feed = "x"\n', "'feed' must be a table"),
+        ("[feed]\nstale_after = \n", "invalid TOML: Invalid value (at line 2, column 15)"),
+    ],
+)
+def test_bad_files_name_the_key_and_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+    assert message in str(info.value)
+
+
+def test_missing_explicit_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")

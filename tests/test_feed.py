@@ -1,0 +1,222 @@
+"""The consumer against the real demo server on loopback, with faults injected.
+
+The invariant everywhere: once the server has stopped and the consumer has seen the
+end, the store holds every trade the server delivered exactly once, and the recorded
+gaps are exactly the holes in what was delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import re
+import socket
+from contextlib import asynccontextmanager
+
+import pytest
+from conftest import wait_until
+
+from pairs_tui.feed.binance import BinanceFeed, FeedOptions, full_jitter
+from pairs_tui.feed.demo import DemoServer, Faults
+from pairs_tui.ingest import Ingest
+from pairs_tui.model import FeedState, StreamKind
+from pairs_tui.store import TickStore
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+FAST = dict(backoff_initial=0.02, backoff_max=0.1, stale_after=5.0)
+
+
+@asynccontextmanager
+async def recording(server: DemoServer, db_path, *, store=None, symbols=SYMBOLS, **options):
+    real = await TickStore.open(db_path)
+    events: list[str] = []
+    feed = BinanceFeed(
+        symbols, FeedOptions(ws_url=server.url, **{**FAST, **options}), on_event=events.append
+    )
+    feed.events = events
+    ingest = Ingest(feed, store(real) if store else real, flush_interval=0.05)
+    task = asyncio.create_task(ingest.run())
+    try:
+        yield ingest
+    finally:
+        ingest.stop()
+        await task
+        await real.close()
+
+
+async def settle(server: DemoServer, ingest: Ingest) -> None:
+    """Stop the server (close frames come after all data) and let the consumer see it."""
+    await server.stop()
+    await wait_until(lambda: ingest.feed.state is not FeedState.CONNECTED)
+
+
+def holes(ids: list[int]) -> list[tuple[int, int]]:
+    unique = sorted(set(ids))
+    return [(a + 1, b - 1) for a, b in itertools.pairwise(unique) if b > a + 1]
+
+
+async def assert_exactly_once(server: DemoServer, db_path, symbols=SYMBOLS) -> None:
+    async with await TickStore.open(db_path) as store:
+        gaps = await store.gaps()
+        for symbol in symbols:
+            delivered = server.delivered[symbol]
+            stored = await store.trade_ids(symbol)
+            assert stored == sorted(set(delivered)), symbol
+            recorded = [(g.from_id, g.to_id) for g in gaps if g.symbol == symbol]
+            assert recorded == holes(delivered), symbol
+        assert await store.integrity_ok()
+
+
+async def test_every_delivered_trade_stored_once_across_disconnects_stall_and_junk(db_path):
+    faults = Faults(cut_every=40, resend_on_reconnect=15, malformed_every=23)
+    server = await DemoServer(seed=7, rate=150, faults=faults).start()
+    async with recording(server, db_path, stale_after=0.5) as ingest:
+        feed = ingest.feed
+        await wait_until(lambda: server.counters.cuts >= 3)  # 1006: no close frame
+        faults.cut_every, faults.close_every = 0, 40
+        await wait_until(lambda: server.counters.closes >= 3)  # 1001: going away
+        faults.close_every, faults.stall_after = 0, 25
+        await wait_until(lambda: feed.counters.stale_reconnects >= 1)  # the watchdog
+        faults.stall_after = 0
+        connections = server.counters.connections
+        await wait_until(lambda: server.counters.connections > connections)
+        await wait_until(
+            lambda: feed.counters.frames > 50 + sum(map(len, server.delivered.values())) // 2
+        )
+        await settle(server, ingest)
+        stats = ingest.stats()
+    assert stats.reconnects >= 7
+    assert feed.counters.duplicates >= server.counters.resent - 15 > 0
+    assert stats.malformed == server.counters.malformed > 0
+    assert stats.gaps > 0  # trades generated while disconnected were never delivered
+    assert any("1006" in e for e in feed.events) and any("1001" in e for e in feed.events)
+    assert any("no data for 0.5s" in e for e in feed.events)
+    assert {s.symbol: s.stored for s in stats.symbols} == {
+        s: len(set(server.delivered[s])) for s in SYMBOLS
+    }
+    await assert_exactly_once(server, db_path)
+
+
+async def test_skipped_ids_are_recorded_as_gaps(db_path):
+    server = await DemoServer(seed=3, rate=200).start()
+    server.market.skip_ids_every = 25
+    async with recording(server, db_path) as ingest:
+        await wait_until(lambda: ingest.feed.counters.gaps >= 6)
+        await settle(server, ingest)
+    await assert_exactly_once(server, db_path)
+
+
+async def test_server_shutdown_reconnects_at_once(db_path):
+    """serverShutdown is an orderly reconnect: no backoff, even with a slow schedule."""
+    server = await DemoServer(seed=5, rate=200, faults=Faults(shutdown_every=30)).start()
+    async with recording(server, db_path, backoff_initial=30.0, backoff_max=30.0) as ingest:
+        await wait_until(lambda: ingest.feed.counters.shutdown_notices >= 3, timeout=5)
+        await settle(server, ingest)
+    await assert_exactly_once(server, db_path)
+
+
+async def test_aggtrade_stream_end_to_end(db_path):
+    server = await DemoServer(seed=9, rate=200, faults=Faults(cut_every=50)).start()
+    async with recording(server, db_path, kind=StreamKind.AGG_TRADE) as ingest:
+        await wait_until(lambda: server.counters.cuts >= 2)
+        await settle(server, ingest)
+    async with await TickStore.open(db_path) as store:
+        for symbol in SYMBOLS:
+            assert await store.trade_ids(symbol, StreamKind.AGG_TRADE) == sorted(
+                set(server.delivered[symbol])
+            )
+            assert await store.trade_ids(symbol, StreamKind.TRADE) == []
+
+
+async def test_backpressure_when_the_writer_falls_behind(db_path):
+    """A slow disk: pending trades stop at the bound, the consumer waits, nothing is lost."""
+
+    class SlowStore:
+        def __init__(self, real: TickStore) -> None:
+            self.real = real
+
+        async def write(self, rows, gaps=()):
+            await asyncio.sleep(0.25)
+            return await self.real.write(rows, gaps)
+
+    server = await DemoServer(seed=11, rate=2500).start()
+    peak = 0
+    async with recording(
+        server, db_path, store=SlowStore, max_pending=1000, batch_rows=200
+    ) as ingest:
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, ingest.feed.pending)
+                await asyncio.sleep(0.002)
+
+        watcher = asyncio.create_task(watch())
+        await wait_until(lambda: ingest.feed.counters.backpressure_waits >= 3)
+        await settle(server, ingest)
+        watcher.cancel()
+    assert 1000 <= peak <= 1000
+    await assert_exactly_once(server, db_path)
+
+
+async def test_refused_connections_back_off_then_recover(db_path):
+    with socket.socket() as probe:  # a port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = DemoServer(port=port, seed=2, rate=100)
+    server_url = f"ws://127.0.0.1:{port}"
+    async with await TickStore.open(db_path) as store:
+        feed = BinanceFeed(SYMBOLS, FeedOptions(ws_url=server_url, **FAST))
+        ingest = Ingest(feed, store, flush_interval=0.05)
+        task = asyncio.create_task(ingest.run())
+        await wait_until(lambda: feed.counters.reconnects >= 4)
+        assert feed.state is FeedState.RECONNECTING
+        assert "ConnectionRefused" in (feed.last_error or "")
+        await server.start()
+        await wait_until(lambda: ingest.stored["ETHUSDT"] >= 20)
+        await settle(server, ingest)
+        ingest.stop()
+        await task
+    await assert_exactly_once(server, db_path)
+
+
+@pytest.mark.parametrize(("healthy_after", "resets"), [(0.01, True), (600.0, False)])
+async def test_backoff_is_full_jitter_and_resets_after_a_healthy_connection(
+    db_path, healthy_after, resets
+):
+    server = await DemoServer(seed=4, rate=300, faults=Faults(cut_every=20)).start()
+    initial, cap = 0.01, 0.08
+    events: list[str] = []
+    async with await TickStore.open(db_path) as store:
+        feed = BinanceFeed(
+            SYMBOLS,
+            FeedOptions(
+                ws_url=server.url,
+                backoff_initial=initial,
+                backoff_max=cap,
+                healthy_after=healthy_after,
+            ),
+            rng=random.Random(42),
+            on_event=events.append,
+        )
+        ingest = Ingest(feed, store)
+        task = asyncio.create_task(ingest.run())
+        await wait_until(lambda: feed.counters.reconnects >= 6)
+        ingest.stop()
+        await task
+    await server.stop()
+    delays = [float(m) for e in events for m in re.findall(r"reconnecting in ([\d.]+)s", e)]
+    rng = random.Random(42)
+    expected = [full_jitter(0 if resets else n, initial, cap, rng) for n in range(len(delays))]
+    assert delays == [float(f"{d:.1f}") for d in expected]
+    assert all(0 <= d <= cap for d in expected)
+
+
+def test_full_jitter_bounds():
+    rng = random.Random(0)
+    for attempt in range(40):
+        bound = min(30.0, 0.5 * 2**attempt)
+        draws = [full_jitter(attempt, 0.5, 30.0, rng) for _ in range(200)]
+        assert all(0 <= d <= bound for d in draws)
+        assert max(draws) > bound * 0.8  # it does spread over the whole range

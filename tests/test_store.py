@@ -1,0 +1,108 @@
+"""The tick store on real SQLite files: schema, idempotence, bad files, sharing."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from pairs_tui.model import Gap, StreamKind
+from pairs_tui.store import SCHEMA_VERSION, StoreError, TickStore
+
+
+def row(tid: int, symbol: str = "BTCUSDT", price: str = "102571.17000000"):
+    return (
+        symbol,
+        "trade",
+        tid,
+        1_762_578_805_372_000 + tid,
+        1_762_578_805_400_000,
+        price,
+        "0.00100000",
+        True,
+    )
+
+
+async def test_schema_wal_and_version(db_path):
+    async with await TickStore.open(db_path):
+        pass
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM trades WHERE symbol='BTCUSDT' AND kind='trade' "
+        "AND ts_us > 5 ORDER BY ts_us"
+    ).fetchall()
+    assert "trades_by_time" in str(plan)  # reading one symbol by time uses the index
+
+
+async def test_prices_keep_their_exact_text_and_inserts_are_idempotent(db_path):
+    async with await TickStore.open(db_path) as store:
+        rows = [row(1, price="0.00000638"), row(2, price="102571.17000000"), row(3, price="1e-8")]
+        assert await store.write(rows) == 3
+        assert await store.write([*rows, row(4)]) == 1  # re-delivery adds only the new one
+        stored = await store.trades("BTCUSDT")
+    assert [r[5] for r in stored] == ["0.00000638", "102571.17000000", "1e-8", "102571.17000000"]
+    assert stored[0] == rows[0]
+
+
+async def test_trade_and_aggtrade_ids_do_not_collide(db_path):
+    async with await TickStore.open(db_path) as store:
+        agg = ("BTCUSDT", "aggTrade", 1, 5, None, "1.0", "2.0", False)
+        await store.write([row(1), agg])
+        assert await store.trade_ids("BTCUSDT", StreamKind.TRADE) == [1]
+        assert await store.trade_ids("BTCUSDT", StreamKind.AGG_TRADE) == [1]
+
+
+async def test_gaps_are_stored_with_the_batch(db_path):
+    gap = Gap("ETHUSDT", StreamKind.TRADE, 10, 12, 99)
+    async with await TickStore.open(db_path) as store:
+        await store.write([row(1, "ETHUSDT")], [gap])
+        assert await store.gaps() == [gap]
+    assert gap.missing == 3
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 50)
+    with pytest.raises(StoreError, match="not a pairs-tui SQLite database"):
+        await TickStore.open(path)
+    assert path.read_text().startswith("these are my notes")  # left untouched
+
+
+async def test_missing_directory_and_directory_path(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        await TickStore.open(tmp_path / "nope" / "ticks.db")
+    with pytest.raises(StoreError, match="is a directory"):
+        await TickStore.open(tmp_path)
+
+
+async def test_newer_schema_is_refused(db_path):
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer pairs-tui"):
+        await TickStore.open(db_path)
+
+
+async def test_two_writers_and_a_reader_share_one_file(db_path):
+    """Two recorders of the same trades (say two machines' feeds) never duplicate or lock."""
+    stores = [await TickStore.open(db_path) for _ in range(3)]
+    writer_a, writer_b, reader = stores
+
+    async def write(store, start):
+        for base in range(start, 4000, 500):
+            await store.write([row(i) for i in range(base, base + 500)])
+
+    await asyncio.gather(write(writer_a, 0), write(writer_b, 0), reader.counts())
+    assert await reader.trade_ids("BTCUSDT") == list(range(4000))
+    for store in stores:
+        await store.close()
+
+
+async def test_concurrent_first_open_migrates_once(db_path):
+    stores = await asyncio.gather(*(TickStore.open(db_path) for _ in range(4)))
+    for store in stores:
+        await store.close()
+    assert sqlite3.connect(db_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
