@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="pairs-tui", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help())
+        sys.exit(0)
     except click.UsageError as exc:
         _fail(exc.format_message(), USAGE_ERROR, hint=exc.ctx.command_path if exc.ctx else None)
     except (UsageProblem, ConfigError, StoreError) as exc:

@@ -172,3 +172,38 @@ def test_status_line_redraws_in_place_on_a_terminal(tmp_path, isolated_home):
     assert len(status) >= 2  # redrawn in place, once a second
     assert "| connected | reconnects 0 | gaps 0 | malformed 0" in status[-1]
     assert "/s, last " in status[-1]
+
+
+async def test_demo_server_alone_feeds_a_separate_recorder(tmp_path, isolated_home):
+    server = await asyncio.create_subprocess_exec(
+        *pairs_tui_cmd("demo-server", "--port", "0", "--seed", "2", "--rate", "100"),
+        env=cli_env(isolated_home),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        first = (await asyncio.wait_for(server.stdout.readline(), 10)).decode()
+        url = first.split(" on ")[1].split()[0]
+        assert url.startswith("ws://127.0.0.1:")
+        db = tmp_path / "t.db"
+        result = await asyncio.to_thread(
+            run_cli,
+            isolated_home,
+            "record",
+            "btcusdt",
+            "--ws-url",
+            url,
+            "--duration",
+            "1.5",
+            "--db",
+            str(db),
+        )
+        assert result.returncode == 0, result.stderr
+        assert db_counts(db)["BTCUSDT"] > 50
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(server.wait(), 10) == 0
+
+
+def test_no_arguments_shows_help(isolated_home):
+    result = run_cli(isolated_home)
+    assert result.returncode == 0 and "record" in result.stdout and "demo-server" in result.stdout
