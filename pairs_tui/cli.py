@@ -28,6 +28,10 @@ class UsageProblem(Exception):
     """Bad input that the user can fix; exit code 2."""
 
 
+class RuntimeProblem(Exception):
+    """Something went wrong while running (no data, a bad row); exit code 1."""
+
+
 def _config(config_file: Path | None, **flags: dict[str, object]) -> Config:
     config = load_config(config_file)
     layer = {
@@ -115,6 +119,125 @@ def record(
     asyncio.run(run_record(plan, config))
 
 
+def _existing_db(config: Config, db: Path | None) -> Path:
+    """Reading commands never create an empty store by accident."""
+    path = _db_path(config, db)
+    if not path.is_file():
+        raise UsageProblem(f"no tick store at {path}: record or import trades first, or pass --db")
+    return path
+
+
+def _pair(symbol_a: str, symbol_b: str) -> tuple[str, str]:
+    try:
+        a, b = normalise_symbols([symbol_a, symbol_b])
+    except SymbolError as exc:
+        raise UsageProblem(str(exc)) from None
+    return a, b
+
+
+def _time(value: str | None, flag: str) -> int | None:
+    from pairs_tui.export import parse_time
+
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise UsageProblem(
+            f"invalid {flag} {value!r}: use an ISO time like 2026-01-31 or 2026-01-31T14:00:00Z"
+        ) from None
+
+
+view_options = [
+    click.option("--timeframe", type=click.Choice(["1s", "1m", "5m"]), help="Bar size."),
+    click.option("--window", type=int, help="W: bars in rolling z-score and correlation."),
+    click.option("--lookback", type=int, help="L: joined bars for the hedge ratio and ADF."),
+]
+
+
+def with_view_options(fn):
+    for option in reversed(view_options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--symbol", help="The symbol, when the file name does not say it.")
+@db_option
+@config_option
+def import_(files: tuple[Path, ...], symbol: str | None, db: Path | None, config_file: Path | None):
+    """Load Binance trade dumps (data.binance.vision .zip or .csv) into the tick store."""
+    from pairs_tui.importer import DumpError, identify, run_imports
+
+    config = _config(config_file)
+    try:
+        dumps = [identify(path, symbol) for path in files]
+    except DumpError as exc:
+        raise UsageProblem(str(exc)) from None
+    failed = asyncio.run(run_imports(dumps, _db_path(config, db)))
+    if failed:
+        sys.exit(RUNTIME_ERROR)
+
+
+@cli.command()
+@click.argument("symbol_a")
+@click.argument("symbol_b")
+@click.option(
+    "--what",
+    type=click.Choice(["bars", "analytics", "summary"]),
+    required=True,
+    help="bars CSV, analytics CSV or summary JSON.",
+)
+@click.option("-o", "--output", required=True, help="Output file, or - for stdout.")
+@with_view_options
+@click.option("--from", "since", help="Start time, ISO-8601 (UTC unless stated).")
+@click.option("--to", "until", help="End time (exclusive), ISO-8601.")
+@click.option("--stream", type=click.Choice(["trade", "aggTrade"]), help="Which trades to use.")
+@db_option
+@config_option
+def export(
+    symbol_a: str,
+    symbol_b: str,
+    what: str,
+    output: str,
+    timeframe: str | None,
+    window: int | None,
+    lookback: int | None,
+    since: str | None,
+    until: str | None,
+    stream: str | None,
+    db: Path | None,
+    config_file: Path | None,
+) -> None:
+    """Export bars, analytics or the summary of a pair from the tick store."""
+    from pairs_tui.engine import PairView, ViewError
+    from pairs_tui.export import NothingToExport, run_export
+
+    config = _config(
+        config_file,
+        view={"timeframe": timeframe, "window": window, "lookback": lookback},
+        feed={"stream": stream},
+    )
+    a, b = _pair(symbol_a, symbol_b)
+    try:
+        view = PairView(a, b, config.view.timeframe, config.view.window, config.view.lookback)
+    except ViewError as exc:
+        raise UsageProblem(str(exc)) from None
+    if output != "-" and not Path(output).expanduser().parent.is_dir():
+        raise UsageProblem(f"cannot write {output}: directory {Path(output).parent} does not exist")
+    span = (_time(since, "--from"), _time(until, "--to"))
+    path = _existing_db(config, db)
+    try:
+        written = asyncio.run(run_export(path, view, config.stream_kind, what, output, *span))
+    except NothingToExport as exc:
+        raise RuntimeProblem(str(exc)) from None
+    except OSError as exc:
+        raise RuntimeProblem(f"cannot write {output}: {exc.strerror or exc}") from None
+    for item in written:
+        click.echo(f"wrote {item}", err=True)
+
+
 @cli.command("demo-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=9443, show_default=True, type=click.IntRange(0, 65535))
@@ -165,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message(), USAGE_ERROR, hint=exc.ctx.command_path if exc.ctx else None)
     except (UsageProblem, ConfigError, StoreError) as exc:
         _fail(str(exc), USAGE_ERROR)
+    except RuntimeProblem as exc:
+        _fail(str(exc), RUNTIME_ERROR)
     except (KeyboardInterrupt, click.Abort):
         sys.exit(130)
     except Exception as exc:

@@ -47,6 +47,13 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class ViewConfig:
+    timeframe: str = "1m"
+    window: int = 20
+    lookback: int = 600
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     rate: float = 20.0
 
@@ -54,6 +61,7 @@ class DemoConfig:
 @dataclass(frozen=True)
 class Config:
     pair: PairConfig = field(default_factory=PairConfig)
+    view: ViewConfig = field(default_factory=ViewConfig)
     feed: FeedConfig = field(default_factory=FeedConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
@@ -149,6 +157,13 @@ def _validate(config: Config, source: str) -> None:
         fail("store.flush_interval", "must be between 0.01 and 5 seconds")
     if store.max_pending < 1000:
         fail("store.max_pending", "must be at least 1000")
+    view = config.view
+    if view.timeframe not in ("1s", "1m", "5m"):
+        fail("view.timeframe", f"must be '1s', '1m' or '5m', not {view.timeframe!r}")
+    if view.window < 2:
+        fail("view.window", "must be at least 2")
+    if view.lookback < view.window + 2:
+        fail("view.lookback", f"must be at least view.window + 2 = {view.window + 2}")
     if config.demo.rate <= 0:
         fail("demo.rate", "must be greater than 0")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -155,6 +156,23 @@ class TickStore:
             raise
         return max(inserted, 0)
 
+    @asynccontextmanager
+    async def bulk(self) -> AsyncIterator[Callable[[Sequence[TradeRow]], Awaitable[int]]]:
+        """One transaction for many batches (an import): all of them or none."""
+        conn = self._conn
+        await conn.execute("BEGIN IMMEDIATE")
+
+        async def insert(rows: Sequence[TradeRow]) -> int:
+            cursor = await conn.executemany(_INSERT_TRADE, rows)
+            return max(cursor.rowcount, 0)
+
+        try:
+            yield insert
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
     # -- reading ------------------------------------------------------------------------
     async def trade_ids(self, symbol: str, kind: StreamKind = StreamKind.TRADE) -> list[int]:
         cursor = await self._conn.execute(
@@ -172,6 +190,40 @@ class TickStore:
             (symbol, kind.value, after_id),
         )
         return [(*row[:7], bool(row[7])) for row in await cursor.fetchall()]
+
+    async def read_trades(
+        self,
+        symbol: str,
+        kind: StreamKind,
+        *,
+        after_id: int = -1,
+        until_us: int | None = None,
+        limit: int = 500_000,
+    ) -> list[tuple[int, int, str, str]]:
+        """(ts_us, trade_id, price, qty) of trades with id > after_id, in id order.
+
+        Reads walk the primary key from a watermark, so a refresh costs what is new,
+        not what is stored.
+        """
+        cursor = await self._conn.execute(
+            "SELECT ts_us, trade_id, price, qty FROM trades"
+            " WHERE symbol = ? AND kind = ? AND trade_id > ? AND ts_us < ?"
+            " ORDER BY trade_id LIMIT ?",
+            (symbol, kind.value, after_id, until_us if until_us is not None else 2**62, limit),
+        )
+        return await cursor.fetchall()
+
+    async def first_id_since(self, symbol: str, kind: StreamKind, since_us: int) -> int | None:
+        """The smallest trade id at or after `since_us` (found through the time index)."""
+        return await self._scalar(
+            "SELECT min(trade_id) FROM trades WHERE symbol = ? AND kind = ? AND ts_us >= ?",
+            (symbol, kind.value, since_us),
+        )
+
+    async def last_time(self, symbol: str, kind: StreamKind) -> int | None:
+        return await self._scalar(
+            "SELECT max(ts_us) FROM trades WHERE symbol = ? AND kind = ?", (symbol, kind.value)
+        )
 
     async def counts(self) -> dict[str, int]:
         cursor = await self._conn.execute(
@@ -193,7 +245,7 @@ class TickStore:
     async def integrity_ok(self) -> bool:
         return await self._scalar("PRAGMA integrity_check") == "ok"
 
-    async def _scalar(self, sql: str):
-        cursor = await self._conn.execute(sql)
+    async def _scalar(self, sql: str, params: tuple = ()):
+        cursor = await self._conn.execute(sql, params)
         row = await cursor.fetchone()
         return row[0]

@@ -1,0 +1,220 @@
+"""From the tick store to pair snapshots: bars kept up to date, analytics on demand.
+
+`SymbolBars` holds one symbol's bars at every timeframe and folds in only the trades
+newer than its watermark. `PairEngine` owns two of them and turns them into an
+immutable `PairSnapshot`; the heavy part runs in a worker thread so the event loop
+stays free, and the cointegration tests are recomputed only when a bar closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from pairs_tui.analytics import (
+    Cointegration,
+    PairSeries,
+    Summary,
+    cointegration,
+    pair_series,
+    summarize,
+)
+from pairs_tui.bars import TIMEFRAMES, empty_bars, fold, resample, trades_frame
+from pairs_tui.model import StreamKind
+from pairs_tui.store import TickStore
+
+_CHUNK = 500_000  # trades per read while loading history: bounds memory
+
+
+class ViewError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PairView:
+    """What the user is looking at: the pair, the bar size, W and L."""
+
+    symbol_a: str
+    symbol_b: str
+    timeframe: str = "1m"
+    window: int = 20
+    lookback: int = 600
+
+    def __post_init__(self) -> None:
+        if self.timeframe not in TIMEFRAMES:
+            raise ViewError(f"unknown timeframe {self.timeframe!r}: use one of 1s, 1m, 5m")
+        if self.symbol_a == self.symbol_b:
+            raise ViewError(f"a pair needs two different symbols, got {self.symbol_a} twice")
+        if self.window < 2:
+            raise ViewError(f"window must be at least 2 bars, got {self.window}")
+        if self.lookback < self.window + 2:
+            need = self.window + 2
+            raise ViewError(
+                f"lookback must be at least window + 2 = {need} bars, got {self.lookback}"
+            )
+
+    @property
+    def tf_us(self) -> int:
+        return TIMEFRAMES[self.timeframe]
+
+    @property
+    def symbols(self) -> tuple[str, str]:
+        return self.symbol_a, self.symbol_b
+
+
+@dataclass(frozen=True, slots=True)
+class PairSnapshot:
+    view: PairView
+    series: PairSeries
+    summary: Summary
+    tests: Cointegration | None
+
+
+class SymbolBars:
+    """One symbol's bars at the given timeframes, folded in from the store incrementally."""
+
+    def __init__(
+        self,
+        symbol: str,
+        kind: StreamKind,
+        timeframes: Iterable[str] = TIMEFRAMES,
+        *,
+        keep: int | None = None,
+        until_us: int | None = None,
+    ) -> None:
+        self.symbol = symbol
+        self.kind = kind
+        self.keep = keep
+        self.until_us = until_us
+        self.bars: dict[str, pl.DataFrame] = {tf: empty_bars() for tf in timeframes}
+        self.watermark = -1  # the last trade id folded in
+        self.trades = 0
+
+    async def start_at(self, store: TickStore, since_us: int | None) -> None:
+        """Begin from the first trade at or after `since_us` (None: from the first trade)."""
+        if since_us is not None:
+            first = await store.first_id_since(self.symbol, self.kind, since_us)
+            self.watermark = first - 1 if first is not None else self.watermark
+
+    async def update(self, store: TickStore) -> int:
+        """Fold in every trade newer than the watermark; returns how many there were."""
+        total = 0
+        while True:
+            rows = await store.read_trades(
+                self.symbol,
+                self.kind,
+                after_id=self.watermark,
+                until_us=self.until_us,
+                limit=_CHUNK,
+            )
+            if not rows:
+                return total
+            await asyncio.to_thread(self._fold, rows)
+            self.watermark = rows[-1][1]
+            total += len(rows)
+            self.trades += len(rows)
+            if len(rows) < _CHUNK:
+                return total
+
+    def _fold(self, rows: list[tuple[int, int, str, str]]) -> None:
+        trades = trades_frame(rows)
+        for tf, bars in self.bars.items():
+            self.bars[tf] = fold(bars, resample(trades, TIMEFRAMES[tf]), self.keep)
+
+
+def join_bars(bars_a: pl.DataFrame, bars_b: pl.DataFrame, lookback: int) -> pl.DataFrame:
+    """The pair series: bars inner-joined on open time, the last `lookback` of them."""
+    joined = bars_a.select("ts_us", "close", "trades").join(
+        bars_b.select("ts_us", "close", "trades"), on="ts_us", how="inner", suffix="_b"
+    )
+    return joined.sort("ts_us").tail(lookback)
+
+
+def analyze(
+    view: PairView,
+    bars_a: pl.DataFrame,
+    bars_b: pl.DataFrame,
+    *,
+    now_us: int,
+    cached: tuple[object, Cointegration | None] | None = None,
+) -> tuple[PairSnapshot, tuple[object, Cointegration | None]]:
+    """Snapshot of the pair; cointegration tests run on closed bars only, and only when
+    the set of closed bars differs from the one `cached` was computed on."""
+    joined = join_bars(bars_a, bars_b, view.lookback)
+    ts = joined["ts_us"].to_numpy()
+    series = pair_series(ts, joined["close"].to_numpy(), joined["close_b"].to_numpy(), view.window)
+    closed = int(np.searchsorted(ts, now_us - view.tf_us, side="right"))
+    key = (view, int(ts[closed - 1]) if closed else None, closed)
+    if cached is not None and cached[0] == key:
+        tests = cached[1]
+    else:
+        tests = None
+        if series.fit is not None and closed:
+            log_a, log_b = np.log(series.close_a[:closed]), np.log(series.close_b[:closed])
+            tests = cointegration(log_a, log_b, series.spread[:closed])
+    n_trades = int(joined["trades"].sum() + joined["trades_b"].sum()) if len(joined) else 0
+    summary = summarize(
+        series,
+        tests,
+        symbols=view.symbols,
+        timeframe=view.timeframe,
+        tf_us=view.tf_us,
+        window=view.window,
+        lookback=view.lookback,
+        n_trades=n_trades,
+    )
+    return PairSnapshot(view, series, summary, tests), (key, tests)
+
+
+class PairEngine:
+    """Keeps a pair's bars current from the store and computes snapshots off the loop."""
+
+    def __init__(self, store: TickStore, view: PairView, kind: StreamKind = StreamKind.TRADE):
+        self.store = store
+        self.view = view
+        self.kind = kind
+        self._sides: tuple[SymbolBars, SymbolBars] | None = None
+        self._cached: tuple[object, Cointegration | None] | None = None
+
+    def _keep(self) -> int:
+        return self.view.lookback + self.view.window + 2
+
+    async def _load(self) -> tuple[SymbolBars, SymbolBars]:
+        keep = self._keep()
+        sides = []
+        for symbol in self.view.symbols:
+            side = SymbolBars(symbol, self.kind, keep=keep)
+            last = await self.store.last_time(symbol, self.kind)
+            if last is not None:
+                span = max(TIMEFRAMES.values()) * keep
+                await side.start_at(self.store, last - span)
+            sides.append(side)
+        return sides[0], sides[1]
+
+    def set_view(self, view: PairView) -> None:
+        """Timeframe and window changes reuse the bars; a new pair or a longer lookback
+        reloads from the store."""
+        if self._sides is not None and (
+            view.symbols != self.view.symbols
+            or view.lookback + view.window + 2 > (self._sides[0].keep or 0)
+        ):
+            self._sides = None
+        self.view = view
+
+    async def refresh(self, now_us: int | None = None) -> PairSnapshot:
+        if self._sides is None:
+            self._sides = await self._load()
+        a, b = self._sides
+        await a.update(self.store)
+        await b.update(self.store)
+        now = now_us if now_us is not None else time.time_ns() // 1000
+        tf = self.view.timeframe
+        snapshot, self._cached = await asyncio.to_thread(
+            analyze, self.view, a.bars[tf], b.bars[tf], now_us=now, cached=self._cached
+        )
+        return snapshot

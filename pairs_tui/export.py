@@ -1,0 +1,249 @@
+"""CSV and JSON exports shared by `pairs-tui export` and the cockpit's hotkey.
+
+Files are written to a temporary name beside the target and renamed into place, so a
+failed export never leaves half a file. Every CSV gets a `<file>.meta.json` sidecar with
+what is needed to reproduce and audit it later.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TextIO
+
+import polars as pl
+
+from pairs_tui import __version__
+from pairs_tui.analytics import CONVENTIONS, Summary
+from pairs_tui.engine import PairSnapshot, PairView, SymbolBars, analyze
+from pairs_tui.model import StreamKind
+from pairs_tui.store import TickStore
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BARS_HEADER = ("ts", "symbol", "open", "high", "low", "close", "volume", "trades")
+ANALYTICS_HEADER = ("ts", "close_a", "close_b", "beta", "alpha", "spread", "zscore", "corr")
+
+
+class NothingToExport(Exception):
+    pass
+
+
+def iso(ts_us: int | None) -> str | None:
+    if ts_us is None:
+        return None
+    moment = _EPOCH + timedelta(microseconds=int(ts_us))
+    spec = "seconds" if ts_us % 1_000_000 == 0 else "microseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> int:
+    """ISO-8601 (a date, or a date and time; UTC unless it says otherwise) to µs."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _cell(value: float | int | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+async def load_pair(
+    store: TickStore,
+    view: PairView,
+    kind: StreamKind,
+    *,
+    since_us: int | None = None,
+    until_us: int | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """All bars of both symbols between the times, folded chunk by chunk from the store."""
+    sides = []
+    for symbol in view.symbols:
+        side = SymbolBars(symbol, kind, [view.timeframe], until_us=until_us)
+        await side.start_at(store, since_us)
+        await side.update(store)
+        sides.append(side.bars[view.timeframe])
+    return sides[0], sides[1]
+
+
+async def pair_export(
+    store: TickStore,
+    view: PairView,
+    kind: StreamKind,
+    *,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    now_us: int,
+) -> tuple[pl.DataFrame, pl.DataFrame, PairSnapshot]:
+    bars_a, bars_b = await load_pair(store, view, kind, since_us=since_us, until_us=until_us)
+    for symbol, bars in zip(view.symbols, (bars_a, bars_b), strict=True):
+        if bars.is_empty():
+            raise NothingToExport(f"no {kind.value}s of {symbol} in {store.path} for that time")
+    snapshot, _ = analyze(view, bars_a, bars_b, now_us=now_us)
+    if snapshot.summary.n_bars == 0:
+        raise NothingToExport(f"{view.symbol_a} and {view.symbol_b} have no bars in common")
+    return bars_a, bars_b, snapshot
+
+
+def bars_table(
+    bars_a: pl.DataFrame, bars_b: pl.DataFrame, symbols: tuple[str, str]
+) -> pl.DataFrame:
+    return pl.concat(
+        [
+            bars_a.with_columns(symbol=pl.lit(symbols[0])),
+            bars_b.with_columns(symbol=pl.lit(symbols[1])),
+        ]
+    ).sort("ts_us", "symbol")
+
+
+def write_bars(out: TextIO, table: pl.DataFrame) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(BARS_HEADER)
+    for r in table.iter_rows(named=True):
+        writer.writerow((iso(r["ts_us"]), r["symbol"], *(_cell(r[k]) for k in BARS_HEADER[2:])))
+
+
+def write_analytics(out: TextIO, snapshot: PairSnapshot) -> None:
+    s = snapshot.series
+    beta = s.fit.beta if s.fit else None
+    alpha = s.fit.alpha if s.fit else None
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(ANALYTICS_HEADER)
+    for i in range(len(s)):
+        writer.writerow(
+            (
+                iso(int(s.ts_us[i])),
+                _cell(float(s.close_a[i])),
+                _cell(float(s.close_b[i])),
+                _cell(beta),
+                _cell(alpha),
+                _cell(float(s.spread[i])),
+                _cell(float(s.zscore[i])),
+                _cell(float(s.corr[i])),
+            )
+        )
+
+
+def summary_dict(summary: Summary) -> dict[str, object]:
+    doc = asdict(summary)
+    doc["start"] = iso(summary.start_us)
+    doc["end"] = iso(summary.end_us)
+    doc["conventions"] = CONVENTIONS
+    return doc
+
+
+def write_summary(out: TextIO, summary: Summary) -> None:
+    json.dump(summary_dict(summary), out, indent=2)
+    out.write("\n")
+
+
+def meta(view: PairView, kind: StreamKind, snapshot: PairSnapshot, what: str) -> dict[str, object]:
+    def ver(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "what": what,
+        "pair": list(view.symbols),
+        "stream": kind.value,
+        "timeframe": view.timeframe,
+        "window": view.window,
+        "lookback": view.lookback,
+        "start": iso(snapshot.summary.start_us),
+        "end": iso(snapshot.summary.end_us),
+        "n_bars": snapshot.summary.n_bars,
+        "conventions": CONVENTIONS,
+        "bar_convention": "bars labelled by open time (UTC), left-closed; open/close = first/"
+        "last trade by (time, id); no bar for an interval without trades",
+        "versions": {
+            "pairs-tui": __version__,
+            "polars": ver("polars"),
+            "numpy": ver("numpy"),
+            "statsmodels": ver("statsmodels"),
+        },
+        "exported_at": iso(int(datetime.now(UTC).timestamp()) * 1_000_000),
+    }
+
+
+def write_atomically(path: Path, fill: Callable[[TextIO], None]) -> None:
+    """Write via a temporary file in the same directory, then rename into place."""
+    directory = path.parent
+    if not directory.is_dir():
+        raise OSError(f"directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fill(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def emit(target: str | Path, fill: Callable[[TextIO], None], sidecar: dict | None) -> list[Path]:
+    """Write to a path (with its sidecar) or to stdout for "-"; the paths written."""
+    if str(target) == "-":
+        buffer = io.StringIO()
+        fill(buffer)
+        sys.stdout.write(buffer.getvalue())
+        sys.stdout.flush()
+        return []
+    path = Path(target)
+    write_atomically(path, fill)
+    written = [path]
+    if sidecar is not None:
+        side = path.with_name(path.name + ".meta.json")
+        write_atomically(side, lambda fh: (json.dump(sidecar, fh, indent=2), fh.write("\n")))
+        written.append(side)
+    return written
+
+
+async def run_export(
+    db_path: Path,
+    view: PairView,
+    kind: StreamKind,
+    what: str,
+    output: str,
+    since_us: int | None,
+    until_us: int | None,
+) -> list[Path]:
+    """`pairs-tui export`: load, analyse and write one kind of export."""
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    async with await TickStore.open(db_path) as store:
+        bars_a, bars_b, snapshot = await pair_export(
+            store, view, kind, since_us=since_us, until_us=until_us, now_us=now_us
+        )
+    return write_export(what, output, view, kind, bars_a, bars_b, snapshot)
+
+
+def write_export(
+    what: str,
+    output: str | Path,
+    view: PairView,
+    kind: StreamKind,
+    bars_a: pl.DataFrame,
+    bars_b: pl.DataFrame,
+    snapshot: PairSnapshot,
+) -> list[Path]:
+    if what == "bars":
+        table = bars_table(bars_a, bars_b, view.symbols)
+        return emit(output, lambda fh: write_bars(fh, table), meta(view, kind, snapshot, what))
+    if what == "analytics":
+        return emit(
+            output, lambda fh: write_analytics(fh, snapshot), meta(view, kind, snapshot, what)
+        )
+    return emit(output, lambda fh: write_summary(fh, snapshot.summary), None)
