@@ -57,14 +57,11 @@ class Cointegration:
 
 def ols_fit(y: np.ndarray, x: np.ndarray) -> Fit | None:
     """OLS of y on x with intercept; None when x has no variance or too few points."""
-    n = len(y)
-    if n < MIN_OLS_BARS:
+    if len(y) < MIN_OLS_BARS or np.ptp(x) == 0:
         return None
     xm, ym = x.mean(), y.mean()
     dx, dy = x - xm, y - ym
     sxx = float(dx @ dx)
-    if sxx <= 1e-300 * n:
-        return None
     beta = float(dx @ dy) / sxx
     alpha = float(ym - beta * xm)
     resid = dy - beta * dx
