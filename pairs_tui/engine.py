@@ -97,9 +97,13 @@ class SymbolBars:
 
     async def start_at(self, store: TickStore, since_us: int | None) -> None:
         """Begin from the first trade at or after `since_us` (None: from the first trade)."""
-        if since_us is not None:
-            first = await store.first_id_since(self.symbol, self.kind, since_us)
-            self.watermark = first - 1 if first is not None else self.watermark
+        if since_us is None:
+            return
+        first = await store.first_id_since(self.symbol, self.kind, since_us)
+        if first is not None:
+            self.watermark = first - 1
+        else:  # nothing that recent: only trades stored from now on count
+            self.watermark = await store.last_id(self.symbol, self.kind) or -1
 
     async def update(self, store: TickStore) -> int:
         """Fold in every trade newer than the watermark; returns how many there were."""

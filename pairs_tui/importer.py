@@ -15,6 +15,7 @@ import asyncio
 import csv
 import io
 import re
+import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -155,14 +156,17 @@ def parse_chunk(
             f"{_why(row)}: {lines[row['row']].strip()!r}"
         )
     out = parsed.select(
-        pl.lit(dump.symbol),
-        pl.lit(dump.kind.value),
+        pl.lit(dump.symbol).alias("symbol"),
+        pl.lit(dump.kind.value).alias("kind"),
         pl.col("id"),
-        pl.when(pl.col("time") >= _MICROS).then(pl.col("time")).otherwise(pl.col("time") * 1000),
-        pl.lit(None, dtype=pl.Int64),
+        pl.when(pl.col("time") >= _MICROS)
+        .then(pl.col("time"))
+        .otherwise(pl.col("time") * 1000)
+        .alias("ts_us"),
+        pl.lit(None, dtype=pl.Int64).alias("recv_us"),
         pl.col("price"),
         pl.col("qty"),
-        pl.col("maker") == "true",
+        (pl.col("maker") == "true").alias("buyer_maker"),
     )
     return out.rows()
 
@@ -246,13 +250,13 @@ async def run_imports(dumps: list[DumpFile], db_path: Path) -> list[DumpFile]:
                 result = await _import_with_progress(store, dump, console)
             except DumpError as exc:
                 failed.append(dump)
-                console.print(f"pairs-tui: error: {exc}; nothing imported from it", markup=False)
+                print(f"pairs-tui: error: {exc}; nothing imported from it", file=sys.stderr)
                 continue
             elapsed = max(time.monotonic() - clock, 1e-9)
-            console.print(
+            print(
                 f"{dump.path.name}: {result.rows:,} {dump.symbol} {dump.kind.value}s "
                 f"({result.inserted:,} new) in {elapsed:.1f}s, {result.rows / elapsed:,.0f} rows/s",
-                markup=False,
+                file=sys.stderr,
             )
     return failed
 

@@ -220,6 +220,11 @@ class TickStore:
             (symbol, kind.value, since_us),
         )
 
+    async def last_id(self, symbol: str, kind: StreamKind) -> int | None:
+        return await self._scalar(
+            "SELECT max(trade_id) FROM trades WHERE symbol = ? AND kind = ?", (symbol, kind.value)
+        )
+
     async def last_time(self, symbol: str, kind: StreamKind) -> int | None:
         return await self._scalar(
             "SELECT max(ts_us) FROM trades WHERE symbol = ? AND kind = ?", (symbol, kind.value)
