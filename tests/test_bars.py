@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from itertools import pairwise
 
 import polars as pl
 import pytest
@@ -108,7 +109,7 @@ def test_folding_random_chunks_equals_one_shot(seed, cuts, tf):
     tf_us = TIMEFRAMES[tf]
     bars = empty_bars()
     edges = [0, *sorted(set(cuts)), len(trades)]
-    for lo, hi in zip(edges, edges[1:], strict=False):
+    for lo, hi in pairwise(edges):
         bars = fold(bars, resample(trades_frame(trades[lo:hi]), tf_us))
     assert_bars_equal(bars, reference_bars(trades, tf_us))
 

@@ -43,7 +43,8 @@ def dump_lines(trades, *, layout: str, micros: bool, header: bool) -> list[str]:
         lines.append(
             "id,price,qty,quote_qty,time,is_buyer_maker"
             if layout == "futures-trades"
-            else "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
+            else "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,"
+            "is_buyer_maker"
         )
     for t in trades:
         time = t.time_ms * 1000 + 123 if micros else t.time_ms
