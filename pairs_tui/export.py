@@ -7,6 +7,7 @@ what is needed to reproduce and audit it later.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -91,7 +92,7 @@ async def pair_export(
     for symbol, bars in zip(view.symbols, (bars_a, bars_b), strict=True):
         if bars.is_empty():
             raise NothingToExport(f"no {kind.value}s of {symbol} in {store.path} for that time")
-    snapshot, _ = analyze(view, bars_a, bars_b, now_us=now_us)
+    snapshot, _ = await asyncio.to_thread(analyze, view, bars_a, bars_b, now_us=now_us)
     if snapshot.summary.n_bars == 0:
         raise NothingToExport(f"{view.symbol_a} and {view.symbol_b} have no bars in common")
     return bars_a, bars_b, snapshot
@@ -227,7 +228,7 @@ async def run_export(
         bars_a, bars_b, snapshot = await pair_export(
             store, view, kind, since_us=since_us, until_us=until_us, now_us=now_us
         )
-    return write_export(what, output, view, kind, bars_a, bars_b, snapshot)
+    return await asyncio.to_thread(write_export, what, output, view, kind, bars_a, bars_b, snapshot)
 
 
 def write_export(
