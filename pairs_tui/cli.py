@@ -8,6 +8,7 @@ code 2; a failure while running ends in one line and exit code 1. Never a traceb
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 from pathlib import Path
@@ -43,12 +44,25 @@ def _config(config_file: Path | None, **flags: dict[str, object]) -> Config:
 
 def _db_path(config: Config, db: Path | None) -> Path:
     if db is not None:
-        return db.expanduser()
+        return _expand(db)
     if config.store.path:
-        return Path(config.store.path).expanduser()
+        return _expand(Path(config.store.path))
     path = default_db_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _finite(value: float | None, flag: str) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", param_hint=flag)
+    return value
+
+
+def _expand(path: Path) -> Path:
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise UsageProblem(f"cannot expand {path}: no such user") from None
 
 
 def _ws_url(value: str | None) -> str | None:
@@ -86,7 +100,8 @@ def cli() -> None:
 @seed_option
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, max=10 * 365 * 86400, min_open=True),
+    callback=lambda ctx, param, value: _finite(value, "--duration"),
     help="Stop by itself after this many seconds.",
 )
 @db_option
@@ -244,7 +259,8 @@ def export(
 @seed_option
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, max=100_000, min_open=True),
+    callback=lambda ctx, param, value: _finite(value, "--rate"),
     help="Trades per second per symbol (demo.rate).",
 )
 @config_option

@@ -8,6 +8,7 @@ repository documents the same defaults (a test keeps the two equal).
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -99,6 +100,8 @@ def apply_file(config: Config, path: Path) -> Config:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (TOML must be UTF-8)") from None
     return apply(config, data, str(path))
 
 
@@ -133,6 +136,8 @@ def _coerce(value: Any, kind: type, name: str, source: str) -> Any:
         raise ConfigError(
             f"{source}: '{name}' must be {_TYPE_WORDS[kind]}, not {type(value).__name__} {value!r}"
         )
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{source}: '{name}' must be a finite number, not {value!r}")
     return float(value) if kind is float else value
 
 
@@ -164,8 +169,8 @@ def _validate(config: Config, source: str) -> None:
         fail("view.window", "must be at least 2")
     if view.lookback < view.window + 2:
         fail("view.lookback", f"must be at least view.window + 2 = {view.window + 2}")
-    if config.demo.rate <= 0:
-        fail("demo.rate", "must be greater than 0")
+    if not 0 < config.demo.rate <= 100_000:
+        fail("demo.rate", "must be greater than 0 and at most 100000")
 
 
 def _hint(word: str, choices: Any, section: str | None = None) -> str:

@@ -28,10 +28,15 @@ class Ingest:
 
     async def run(self) -> None:
         """Run until the feed is stopped (`stop()`), then commit whatever is pending."""
+        kind = self.feed.options.kind
+        self.feed.resume_from({s: await self.store.last_id(s, kind) for s in self.feed.symbols})
         feed_task = asyncio.create_task(self.feed.run(), name="feed")
+        loop = asyncio.get_running_loop()
         try:
+            due = loop.time() + self.flush_interval
             while not feed_task.done():
-                await self.feed.wait_batch(self.flush_interval)
+                await self.feed.wait_batch(max(0.0, due - loop.time()))
+                due = loop.time() + self.flush_interval  # flushes start at most this far apart
                 await self._flush()
             await feed_task  # surfaces an unexpected crash of the consumer
         finally:

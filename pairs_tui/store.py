@@ -8,6 +8,7 @@ makes a duplicate. Prices and quantities are stored as the exchange's decimal te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -53,6 +54,10 @@ _LOCK_RETRIES = 20
 
 class StoreError(Exception):
     """A database problem the user can act on; the message says what and how."""
+
+
+class StoreBusy(Exception):
+    """Another process held the write lock for longer than all our retries."""
 
 
 def default_db_path() -> Path:
@@ -113,7 +118,8 @@ class TickStore:
             await self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             await self._conn.execute("COMMIT")
         except BaseException:
-            await self._conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                await self._conn.execute("ROLLBACK")
             raise
 
     async def close(self) -> None:
@@ -135,7 +141,7 @@ class TickStore:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
                 if attempt == _LOCK_RETRIES - 1:
-                    raise StoreError(f"{self.path} stayed locked by another process") from None
+                    raise StoreBusy(f"{self.path} stayed locked by another process") from None
                 await asyncio.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
 
@@ -152,7 +158,8 @@ class TickStore:
                 )
             await conn.execute("COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # never hide the error that got us here
+                await conn.execute("ROLLBACK")
             raise
         return max(inserted, 0)
 
@@ -170,7 +177,8 @@ class TickStore:
             yield insert
             await conn.execute("COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # never hide the error that got us here
+                await conn.execute("ROLLBACK")
             raise
 
     # -- reading ------------------------------------------------------------------------

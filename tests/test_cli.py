@@ -101,7 +101,7 @@ async def test_signal_commits_everything_pending_and_exits_0(tmp_path, isolated_
     config = tmp_path / "slow-flush.toml"
     config.write_text("[store]\nflush_interval = 5.0\n")
     db = tmp_path / "ticks.db"
-    async with DemoServer(seed=3, rate=300) as server:
+    async with DemoServer(record_delivered=True, seed=3, rate=300) as server:
         proc = await asyncio.create_subprocess_exec(
             *pairs_tui_cmd(
                 "record",
@@ -207,3 +207,32 @@ async def test_demo_server_alone_feeds_a_separate_recorder(tmp_path, isolated_ho
 def test_no_arguments_shows_help(isolated_home):
     result = run_cli(isolated_home)
     assert result.returncode == 0 and "record" in result.stdout and "demo-server" in result.stdout
+
+
+def test_a_stop_while_still_connecting_is_honoured(tmp_path, isolated_home):
+    result = run_cli(
+        isolated_home,
+        "record",
+        "btcusdt",
+        "--demo",
+        "--duration",
+        "0.001",
+        "--db",
+        str(tmp_path / "t.db"),
+        timeout=20,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ws-url", "ws://127.0.0.1:99999"], "the port must be 0-65535"),
+        (["--duration", "nan"], "not a finite number"),
+        (["--db", "~nosuchuser_pairs/x.db"], "no such user"),
+    ],
+)
+def test_more_bad_input(isolated_home, args, message):
+    result = run_cli(isolated_home, "record", "btcusdt", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -58,3 +58,25 @@ def test_bad_files_name_the_key_and_the_file(tmp_path, text, message):
 def test_missing_explicit_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[feed]\nbackoff_max = nan\n", "'feed.backoff_max' must be a finite number"),
+        ("[demo]\nrate = inf\n", "'demo.rate' must be a finite number"),
+        ("[demo]\nrate = 1e9\n", "at most 100000"),
+    ],
+)
+def test_non_finite_and_absurd_numbers_are_refused(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_a_binary_config_file_names_the_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xff\xfe\x00[feed]")
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_config(path)

@@ -70,7 +70,7 @@ async def assert_exactly_once(server: DemoServer, db_path, symbols=SYMBOLS) -> N
 
 async def test_every_delivered_trade_stored_once_across_disconnects_stall_and_junk(db_path):
     faults = Faults(cut_every=40, resend_on_reconnect=15, malformed_every=23)
-    server = await DemoServer(seed=7, rate=150, faults=faults).start()
+    server = await DemoServer(record_delivered=True, seed=7, rate=150, faults=faults).start()
     async with recording(server, db_path, stale_after=0.5) as ingest:
         feed = ingest.feed
         await wait_until(lambda: server.counters.cuts >= 3)  # 1006: no close frame
@@ -99,7 +99,7 @@ async def test_every_delivered_trade_stored_once_across_disconnects_stall_and_ju
 
 
 async def test_skipped_ids_are_recorded_as_gaps(db_path):
-    server = await DemoServer(seed=3, rate=200).start()
+    server = await DemoServer(record_delivered=True, seed=3, rate=200).start()
     server.market.skip_ids_every = 25
     async with recording(server, db_path) as ingest:
         await wait_until(lambda: ingest.feed.counters.gaps >= 6)
@@ -109,7 +109,9 @@ async def test_skipped_ids_are_recorded_as_gaps(db_path):
 
 async def test_server_shutdown_reconnects_at_once(db_path):
     """serverShutdown is an orderly reconnect: no backoff, even with a slow schedule."""
-    server = await DemoServer(seed=5, rate=200, faults=Faults(shutdown_every=30)).start()
+    server = await DemoServer(
+        record_delivered=True, seed=5, rate=200, faults=Faults(shutdown_every=30)
+    ).start()
     async with recording(server, db_path, backoff_initial=30.0, backoff_max=30.0) as ingest:
         await wait_until(lambda: ingest.feed.counters.shutdown_notices >= 3, timeout=5)
         await settle(server, ingest)
@@ -117,7 +119,9 @@ async def test_server_shutdown_reconnects_at_once(db_path):
 
 
 async def test_aggtrade_stream_end_to_end(db_path):
-    server = await DemoServer(seed=9, rate=200, faults=Faults(cut_every=50)).start()
+    server = await DemoServer(
+        record_delivered=True, seed=9, rate=200, faults=Faults(cut_every=50)
+    ).start()
     async with recording(server, db_path, kind=StreamKind.AGG_TRADE) as ingest:
         await wait_until(lambda: server.counters.cuts >= 2)
         await settle(server, ingest)
@@ -130,20 +134,24 @@ async def test_aggtrade_stream_end_to_end(db_path):
 
 
 async def test_backpressure_when_the_writer_falls_behind(db_path):
-    """A slow disk: pending trades stop at the bound, the consumer waits, nothing is lost."""
+    """A slow disk: pending trades stop at the bound, the consumer waits (and the watchdog
+    does not take that wait for a dead server), nothing is lost."""
 
     class SlowStore:
         def __init__(self, real: TickStore) -> None:
             self.real = real
 
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
         async def write(self, rows, gaps=()):
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.8)
             return await self.real.write(rows, gaps)
 
-    server = await DemoServer(seed=11, rate=2500).start()
+    server = await DemoServer(record_delivered=True, seed=11, rate=2500).start()
     peak = 0
     async with recording(
-        server, db_path, store=SlowStore, max_pending=1000, batch_rows=200
+        server, db_path, store=SlowStore, max_pending=1000, batch_rows=200, stale_after=0.3
     ) as ingest:
 
         async def watch() -> None:
@@ -153,10 +161,11 @@ async def test_backpressure_when_the_writer_falls_behind(db_path):
                 await asyncio.sleep(0.002)
 
         watcher = asyncio.create_task(watch())
-        await wait_until(lambda: ingest.feed.counters.backpressure_waits >= 3)
+        await wait_until(lambda: ingest.feed.counters.backpressure_waits >= 3, timeout=20)
         await settle(server, ingest)
         watcher.cancel()
-    assert 1000 <= peak <= 1000
+    assert peak == 1000
+    assert ingest.feed.counters.stale_reconnects == 0
     await assert_exactly_once(server, db_path)
 
 
@@ -164,7 +173,7 @@ async def test_refused_connections_back_off_then_recover(db_path):
     with socket.socket() as probe:  # a port with nobody listening
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = DemoServer(port=port, seed=2, rate=100)
+    server = DemoServer(record_delivered=True, port=port, seed=2, rate=100)
     server_url = f"ws://127.0.0.1:{port}"
     async with await TickStore.open(db_path) as store:
         feed = BinanceFeed(SYMBOLS, FeedOptions(ws_url=server_url, **FAST))
@@ -185,7 +194,9 @@ async def test_refused_connections_back_off_then_recover(db_path):
 async def test_backoff_is_full_jitter_and_resets_after_a_healthy_connection(
     db_path, healthy_after, resets
 ):
-    server = await DemoServer(seed=4, rate=300, faults=Faults(cut_every=20)).start()
+    server = await DemoServer(
+        record_delivered=True, seed=4, rate=300, faults=Faults(cut_every=20)
+    ).start()
     initial, cap = 0.01, 0.08
     events: list[str] = []
     async with await TickStore.open(db_path) as store:
@@ -220,3 +231,57 @@ def test_full_jitter_bounds():
         draws = [full_jitter(attempt, 0.5, 30.0, rng) for _ in range(200)]
         assert all(0 <= d <= bound for d in draws)
         assert max(draws) > bound * 0.8  # it does spread over the whole range
+
+
+async def scripted_server(frames: list[str]):
+    """A bare Binance-protocol server that sends exactly these frames, then holds."""
+    from websockets.asyncio.server import serve
+
+    async def handler(ws):
+        for frame in frames:
+            await ws.send(frame)
+        await ws.wait_closed()
+
+    return await serve(handler, "127.0.0.1", 0)
+
+
+async def test_aggtrade_gaps_use_aggregate_ids_and_futures_non_market_fills_are_no_gap(db_path):
+    def agg(a, f, last, x="MARKET"):
+        return (
+            f'{{"stream":"btcusdt@aggTrade","data":{{"e":"aggTrade","E":1,"s":"BTCUSDT","a":{a},'
+            f'"p":"1.5","q":"2","f":{f},"l":{last},"T":1700000000000,"m":true,"X":"{x}"}}}}'
+        )
+
+    frames = [
+        agg(10, 100, 104),
+        agg(11, 105, 105),
+        agg(12, 106, 107, "INSURANCE_FUND"),
+        agg(13, 108, 108),
+        agg(15, 111, 111),
+    ]
+    server = await scripted_server(frames)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with await TickStore.open(db_path) as store:
+        feed = BinanceFeed(("BTCUSDT",), FeedOptions(ws_url=url, kind=StreamKind.AGG_TRADE))
+        ingest = Ingest(feed, store, flush_interval=0.05)
+        task = asyncio.create_task(ingest.run())
+        await wait_until(lambda: feed.counters.frames == 5)
+        ingest.stop()
+        await task
+        assert await store.trade_ids("BTCUSDT", StreamKind.AGG_TRADE) == [10, 11, 13, 15]
+        assert [(g.from_id, g.to_id) for g in await store.gaps()] == [(14, 14)]
+    server.close()
+
+
+async def test_a_gap_across_a_restart_is_recorded(db_path):
+    server = await DemoServer(record_delivered=True, seed=6, rate=200).start()
+    async with recording(server, db_path) as ingest:
+        await wait_until(lambda: ingest.stored["BTCUSDT"] > 20)
+    await asyncio.sleep(0.3)  # trades happen while nobody records
+    async with recording(server, db_path) as ingest:
+        await wait_until(lambda: ingest.stored["BTCUSDT"] > 20)
+        await settle(server, ingest)
+    async with await TickStore.open(db_path) as store:
+        gaps = [g for g in await store.gaps() if g.symbol == "BTCUSDT"]
+        assert [(g.from_id, g.to_id) for g in gaps] == holes(server.delivered["BTCUSDT"])
+        assert len(gaps) == 1

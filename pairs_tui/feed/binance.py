@@ -57,13 +57,13 @@ class _Trade(msgspec.Struct, kw_only=True):
 
 
 class _AggTrade(msgspec.Struct, kw_only=True):
-    """`first`/`last` are the underlying trade ids: continuity is checked on them, so an
-    aggTrade without its aggregate id `a` (old futures frames) still dedupes and gaps."""
+    """Continuity is checked on the aggregate id `a` (PROTOCOL.md §8); old futures frames
+    without `a` fall back to the underlying trade ids `f`/`l`."""
 
     e: str
     s: str
-    first: int = msgspec.field(name="f")
-    last: int = msgspec.field(name="l")
+    f: int
+    last_trade: int = msgspec.field(name="l")
     p: str
     q: str
     T: int
@@ -73,7 +73,15 @@ class _AggTrade(msgspec.Struct, kw_only=True):
 
     @property
     def id(self) -> int:
-        return self.a if self.a >= 0 else self.first
+        return self.a if self.a >= 0 else self.f
+
+    @property
+    def first(self) -> int:
+        return self.a if self.a >= 0 else self.f
+
+    @property
+    def last(self) -> int:
+        return self.a if self.a >= 0 else self.last_trade
 
 
 class _Envelope(msgspec.Struct):
@@ -106,6 +114,10 @@ def check_ws_url(url: str) -> str:
         raise ValueError(
             f"invalid --ws-url {url!r}: it must start with ws:// or wss:// and name a host"
         )
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:
+        raise ValueError(f"invalid --ws-url {url!r}: the port must be 0-65535") from None
     return url.rstrip("/")
 
 
@@ -143,7 +155,7 @@ class FrameDecoder(Generic[S]):
                 msg = self._payload.decode(frame)
         except msgspec.DecodeError as exc:  # ValidationError is a subclass
             raise MalformedFrame(str(exc)) from None
-        if msg.e != self._event or msg.X != "MARKET":
+        if msg.e != self._event:
             return None
         return sub, msg
 
@@ -231,6 +243,7 @@ class BinanceFeed:
         self._drained = asyncio.Event()
         self._stop = asyncio.Event()
         self._ws = None
+        self._backpressured = False
 
     # -- the store side ---------------------------------------------------------------
     def drain(self) -> Batch:
@@ -275,6 +288,13 @@ class BinanceFeed:
             last_error=self.last_error,
         )
 
+    def resume_from(self, last_ids: Mapping[str, int | None]) -> None:
+        """Continue id tracking from what the store already holds, so a gap across a
+        restart is recorded like any other."""
+        for symbol, last in last_ids.items():
+            if last is not None and symbol in self._states:
+                self._states[symbol].last_id = max(self._states[symbol].last_id, last)
+
     # -- lifecycle ----------------------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
@@ -289,15 +309,22 @@ class BinanceFeed:
         opts = self.options
         attempt = 0
         while not self._stop.is_set():
-            reason, lived, immediate = await self._session()
-            if self._stop.is_set():
+            session = asyncio.create_task(self._session())
+            stopped = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({session, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if self._stop.is_set():  # also while still connecting
+                session.cancel()
+                await asyncio.gather(session, return_exceptions=True)
                 break
+            reason, lived, immediate = session.result()
             self.last_error = reason
             self.counters.reconnects += 1
             if immediate or (lived is not None and lived >= opts.healthy_after):
                 attempt = 0
-            delay = 0.0
-            if not immediate:
+            if immediate:  # orderly: soon, but never a spin against a server that repeats it
+                delay = self._rng.uniform(0.0, min(1.0, opts.backoff_initial))
+            else:
                 delay = full_jitter(attempt, opts.backoff_initial, opts.backoff_max, self._rng)
                 attempt += 1
             self.state = FeedState.RECONNECTING
@@ -331,13 +358,17 @@ class BinanceFeed:
                 self.retry_at = None
                 self._on_event(f"connected to {self.url}")
                 watchdog = asyncio.create_task(self._watch(ws))
-                await self._consume(ws)
+                try:
+                    await self._consume(ws)
+                except ShutdownNotice:
+                    ws.transport.abort()  # the server's close reply may be stuck behind data
+                    raise
         except ShutdownNotice:
             self.counters.shutdown_notices += 1
             reason, immediate = "server announced shutdown", True
         except ConnectionClosed as exc:
             reason = _describe_close(exc)
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError) as exc:
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError, ValueError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         self._ws = None
         if watchdog is not None:
@@ -357,7 +388,7 @@ class BinanceFeed:
         while True:
             await asyncio.sleep(tick)
             now = loop.time()
-            if self.counters.frames != seen:
+            if self.counters.frames != seen or self._backpressured:
                 seen, since = self.counters.frames, now
             elif now - since >= stale_after:
                 self.counters.stale_reconnects += 1
@@ -368,8 +399,8 @@ class BinanceFeed:
         decode = self._decoder.decode
         counters = self.counters
         kind = self.options.kind.value
-        batch_rows = self.options.batch_rows
         max_pending = self.options.max_pending
+        batch_rows = min(self.options.batch_rows, max_pending)
         while True:
             frame = await ws.recv(decode=False)
             counters.frames += 1
@@ -389,6 +420,9 @@ class BinanceFeed:
             if st.last_id >= 0 and first != st.last_id + 1:
                 self._gap(st.symbol, st.last_id + 1, first - 1)
             st.last_id = last
+            if msg.X != "MARKET":  # futures insurance-fund/ADL fills: not a market price
+                counters.ignored += 1
+                continue
             ts = msg.T if msg.T >= _MICROS_THRESHOLD else msg.T * 1000
             st.last_trade_us = ts
             st.received += 1
@@ -399,7 +433,9 @@ class BinanceFeed:
                 if len(rows) >= max_pending:
                     counters.backpressure_waits += 1
                     self._drained.clear()
+                    self._backpressured = True
                     await self._drained.wait()
+                    self._backpressured = False
 
     def _gap(self, symbol: str, from_id: int, to_id: int) -> None:
         gap = Gap(symbol, self.options.kind, from_id, to_id, time.time_ns() // 1000)

@@ -196,6 +196,7 @@ class DemoServer:
     tick: float = 0.02
     history: int = 10_000  # recent trades kept for resends
     counters: ServerCounters = field(default_factory=ServerCounters)
+    record_delivered: bool = False  # tests: keep every id sent in `delivered`
     delivered: dict[str, list[int]] = field(default_factory=dict)  # ids sent, per symbol
     paused: bool = False  # tests: stop sending on every connection, keep them open
 
@@ -348,7 +349,8 @@ class DemoServer:
             await conn.ws.send(frame)
             conn.sent += 1
             self._sent.append(trade)
-            self.delivered.setdefault(trade.symbol, []).append(trade.trade_id)
+            if self.record_delivered:
+                self.delivered.setdefault(trade.symbol, []).append(trade.trade_id)
             if await self._inject(conn, self.faults):
                 return True
         return False
