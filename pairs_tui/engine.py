@@ -21,7 +21,9 @@ from pairs_tui.analytics import (
     PairSeries,
     Summary,
     cointegration,
+    ols_fit,
     pair_series,
+    spread_of,
     summarize,
 )
 from pairs_tui.bars import TIMEFRAMES, empty_bars, fold, resample, trades_frame
@@ -131,12 +133,20 @@ class SymbolBars:
             self.bars[tf] = fold(bars, resample(trades, TIMEFRAMES[tf]), self.keep)
 
 
-def join_bars(bars_a: pl.DataFrame, bars_b: pl.DataFrame, lookback: int) -> pl.DataFrame:
-    """The pair series: bars inner-joined on open time, the last `lookback` of them."""
+def join_bars(bars_a: pl.DataFrame, bars_b: pl.DataFrame) -> pl.DataFrame:
+    """The pair series: bars inner-joined on open time, oldest first."""
     joined = bars_a.select("ts_us", "close", "trades").join(
         bars_b.select("ts_us", "close", "trades"), on="ts_us", how="inner", suffix="_b"
     )
-    return joined.sort("ts_us").tail(lookback)
+    return joined.sort("ts_us")
+
+
+def closed_bar_tests(joined: pl.DataFrame) -> Cointegration | None:
+    """ADF / Engle-Granger / half-life over the last L closed joined bars."""
+    log_a = np.log(joined["close"].to_numpy())
+    log_b = np.log(joined["close_b"].to_numpy())
+    fit = ols_fit(log_a, log_b)
+    return cointegration(log_a, log_b, spread_of(log_a, log_b, fit)) if fit else None
 
 
 def analyze(
@@ -147,20 +157,19 @@ def analyze(
     now_us: int,
     cached: tuple[object, Cointegration | None] | None = None,
 ) -> tuple[PairSnapshot, tuple[object, Cointegration | None]]:
-    """Snapshot of the pair; cointegration tests run on closed bars only, and only when
-    the set of closed bars differs from the one `cached` was computed on."""
-    joined = join_bars(bars_a, bars_b, view.lookback)
+    """Snapshot of the pair over the last L joined bars (the forming one included).
+
+    The cointegration tests use the last L *closed* bars (a bar is closed once its
+    interval has ended), so they change only when a bar closes; `cached` carries the
+    previous result and the closed bars it was computed on.
+    """
+    everything = join_bars(bars_a, bars_b)
+    joined = everything.tail(view.lookback)
     ts = joined["ts_us"].to_numpy()
     series = pair_series(ts, joined["close"].to_numpy(), joined["close_b"].to_numpy(), view.window)
-    closed = int(np.searchsorted(ts, now_us - view.tf_us, side="right"))
-    key = (view, int(ts[closed - 1]) if closed else None, closed)
-    if cached is not None and cached[0] == key:
-        tests = cached[1]
-    else:
-        tests = None
-        if series.fit is not None and closed:
-            log_a, log_b = np.log(series.close_a[:closed]), np.log(series.close_b[:closed])
-            tests = cointegration(log_a, log_b, series.spread[:closed])
+    closed = everything.filter(pl.col("ts_us") <= now_us - view.tf_us).tail(view.lookback)
+    key = (view, closed["ts_us"].max(), closed.height)
+    tests = cached[1] if cached is not None and cached[0] == key else closed_bar_tests(closed)
     n_trades = int(joined["trades"].sum() + joined["trades_b"].sum()) if len(joined) else 0
     summary = summarize(
         series,

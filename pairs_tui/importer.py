@@ -28,7 +28,7 @@ from typing import TextIO
 import polars as pl
 
 from pairs_tui.model import StreamKind, SymbolError, normalise_symbols
-from pairs_tui.store import TickStore
+from pairs_tui.store import ImportRow, TickStore
 
 CHUNK_LINES = 200_000
 _NAME = re.compile(r"^([A-Za-z0-9]+)-(trades|aggTrades)-", re.IGNORECASE)
@@ -110,9 +110,7 @@ def _columns(kind: StreamKind) -> tuple[int, int, int, int, int, tuple[int, ...]
     return 0, 1, 2, 5, 6, (7, 8)
 
 
-def parse_chunk(
-    lines: list[str], first_line: int, dump: DumpFile
-) -> list[tuple[str, str, int, int, None, str, str, bool]]:
+def parse_chunk(lines: list[str], first_line: int, dump: DumpFile, series: int) -> list[ImportRow]:
     """Validate and convert CSV lines; raise DumpError naming the first bad line."""
     i_id, i_price, i_qty, i_time, i_maker, widths = _columns(dump.kind)
     try:
@@ -156,17 +154,15 @@ def parse_chunk(
             f"{_why(row)}: {lines[row['row']].strip()!r}"
         )
     out = parsed.select(
-        pl.lit(dump.symbol).alias("symbol"),
-        pl.lit(dump.kind.value).alias("kind"),
+        pl.lit(series, dtype=pl.Int64).alias("series"),
         pl.col("id"),
         pl.when(pl.col("time") >= _MICROS)
         .then(pl.col("time"))
         .otherwise(pl.col("time") * 1000)
         .alias("ts_us"),
-        pl.lit(None, dtype=pl.Int64).alias("recv_us"),
         pl.col("price"),
         pl.col("qty"),
-        (pl.col("maker") == "true").alias("buyer_maker"),
+        (pl.col("maker") == "true").cast(pl.Int64).alias("buyer_maker"),
     )
     return out.rows()
 
@@ -222,18 +218,37 @@ async def import_file(
     progress: Callable[[int, int], None] = lambda done, rows: None,
     on_size: Callable[[int], None] = lambda size: None,
 ) -> ImportResult:
-    """Import one file in one transaction; a bad row imports nothing from it."""
+    """Import one file in one transaction; a bad row imports nothing from it.
+
+    The next chunk is read and parsed in a worker thread while the current one is
+    inserted, so parsing and SQLite overlap on two cores.
+    """
+
+    def parse_next(source: Iterator[tuple[int, list[str], int]]):
+        item = next(source, None)
+        if item is None:
+            return None
+        start, lines, chars = item
+        return parse_chunk(lines, start, dump, series), chars
+
+    series = (await store.series_ids([dump.symbol], dump.kind))[dump.symbol]
     rows = inserted = 0
     async with store.bulk() as insert:
         with open_text(dump.path) as (fh, total):
             on_size(total)
+            source = chunks(fh)
             done = 0
-            for start, lines, chars in chunks(fh):
-                batch = await asyncio.to_thread(parse_chunk, lines, start, dump)
-                inserted += await insert(batch)
-                rows += len(batch)
-                done += chars
-                progress(min(done, total), rows)
+            pending = asyncio.ensure_future(asyncio.to_thread(parse_next, source))
+            try:
+                while (parsed := await pending) is not None:
+                    batch, chars = parsed
+                    pending = asyncio.ensure_future(asyncio.to_thread(parse_next, source))
+                    inserted += await insert(batch)
+                    rows += len(batch)
+                    done += chars
+                    progress(min(done, total), rows)
+            finally:  # the file closes after the worker is done with it
+                await asyncio.gather(pending, return_exceptions=True)
     return ImportResult(dump.path, dump.symbol, dump.kind, rows, inserted)
 
 

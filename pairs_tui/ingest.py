@@ -28,8 +28,11 @@ class Ingest:
 
     async def run(self) -> None:
         """Run until the feed is stopped (`stop()`), then commit whatever is pending."""
-        kind = self.feed.options.kind
-        self.feed.resume_from({s: await self.store.last_id(s, kind) for s in self.feed.symbols})
+        kind, symbols = self.feed.options.kind, self.feed.symbols
+        self.feed.bind(
+            await self.store.series_ids(symbols, kind),
+            {s: await self.store.last_id(s, kind) for s in symbols},
+        )
         feed_task = asyncio.create_task(self.feed.run(), name="feed")
         loop = asyncio.get_running_loop()
         try:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeAlias
 
-# (symbol, kind, trade_id, trade_time_us, recv_time_us, price, qty, buyer_is_maker)
-# price and qty are the exchange's decimal text, kept verbatim so no precision is lost.
-TradeRow: TypeAlias = tuple[str, str, int, int, int, str, str, bool]
+# (series, trade_id, trade_time_us, recv_time_us, price, qty, buyer_is_maker), where
+# series is the store's id for (symbol, stream kind); price and qty are the exchange's
+# decimal text, kept verbatim so no precision is lost.
+TradeRow: TypeAlias = tuple[int, int, int, int | None, str, str, bool]
 
 _SYMBOL = re.compile(r"[a-z0-9]{2,20}")
 

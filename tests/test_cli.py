@@ -24,7 +24,12 @@ def run_cli(home, *args: str, timeout: float = 60) -> subprocess.CompletedProces
 
 def db_counts(path) -> dict[str, int]:
     with sqlite3.connect(path) as conn:
-        return dict(conn.execute("SELECT symbol, count(*) FROM trades GROUP BY symbol"))
+        return dict(
+            conn.execute(
+                "SELECT symbol, count(*) FROM trades JOIN series ON series.id = trades.series"
+                " GROUP BY symbol"
+            )
+        )
 
 
 def bad_inputs(tmp_path):
@@ -131,7 +136,9 @@ async def test_signal_commits_everything_pending_and_exits_0(tmp_path, isolated_
             ids = [
                 r[0]
                 for r in conn.execute(
-                    "SELECT trade_id FROM trades WHERE symbol = ? ORDER BY trade_id", (symbol,)
+                    "SELECT trade_id FROM trades JOIN series ON series.id = trades.series"
+                    " WHERE symbol = ? ORDER BY trade_id",
+                    (symbol,),
                 )
             ]
             assert ids == delivered

@@ -14,11 +14,14 @@ from pairs_tui.store import TickStore
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
-def rows(trades: list[DemoTrade]):
-    return [
-        (t.symbol, "trade", t.trade_id, t.time_ms * 1000, None, t.price, t.qty, t.buyer_maker)
-        for t in trades
-    ]
+async def write(store: TickStore, trades: list[DemoTrade]) -> None:
+    ids = await store.series_ids(SYMBOLS, StreamKind.TRADE)
+    await store.write(
+        [
+            (ids[t.symbol], t.trade_id, t.time_ms * 1000, None, t.price, t.qty, t.buyer_maker)
+            for t in trades
+        ]
+    )
 
 
 def market(seed: int = 1) -> SyntheticMarket:
@@ -34,7 +37,7 @@ async def test_refreshing_chunk_by_chunk_equals_one_shot(db_path):
     async with await TickStore.open(db_path) as store:
         engine = PairEngine(store, view)
         for second in range(1, 201):  # 200 s of trades arriving in 0.5 s slices
-            await store.write(rows(m.advance_to(second / 2)))
+            await write(store, m.advance_to(second / 2))
             if second % 7 == 0:
                 await engine.refresh(now_us=(m.start_ms + second * 500) * 1000)
         now = (m.start_ms + 200_000) * 1000
@@ -56,7 +59,7 @@ async def test_cointegration_is_recomputed_only_when_a_bar_closes(db_path):
     m = market(2)
     view = PairView(*SYMBOLS, timeframe="1s", window=10, lookback=200)
     async with await TickStore.open(db_path) as store:
-        await store.write(rows(m.advance_to(120.0)))
+        await write(store, m.advance_to(120.0))
         engine = PairEngine(store, view)
         now = forming(await store.last_time("BTCUSDT", StreamKind.TRADE))
         first = await engine.refresh(now_us=now)
@@ -64,23 +67,39 @@ async def test_cointegration_is_recomputed_only_when_a_bar_closes(db_path):
         assert first.summary.n_bars >= 100
         again = await engine.refresh(now_us=now + 100_000)  # same bar still forming
         assert again.tests is first.tests
-        await store.write(rows(m.advance_to(122.5)))
+        await write(store, m.advance_to(122.5))
         now = forming(await store.last_time("BTCUSDT", StreamKind.TRADE))
         later = await engine.refresh(now_us=now)  # bars closed meanwhile
         assert later.tests is not first.tests
         assert later.summary.adf_pvalue != first.summary.adf_pvalue
 
 
+async def test_a_new_forming_bar_alone_does_not_rerun_the_tests(db_path):
+    """At a bar boundary every bar is closed; trades opening the next bar close nothing."""
+    m = market(7)
+    view = PairView(*SYMBOLS, timeframe="1s", window=10, lookback=60)
+    async with await TickStore.open(db_path) as store:
+        engine = PairEngine(store, view)
+        boundary = (m.start_ms // 1000 + 100) * 1_000_000  # a whole second, in µs
+        await write(store, m.advance_to(boundary / 1e6 - m.start_ms / 1e3))
+        at_boundary = await engine.refresh(now_us=boundary)
+        await write(store, m.advance_to(boundary / 1e6 - m.start_ms / 1e3 + 0.5))
+        forming = await engine.refresh(now_us=boundary + 500_000)
+        assert forming.series.ts_us[-1] == boundary  # the new bar is in the series...
+        assert forming.tests is at_boundary.tests  # ...but the tests did not run again
+        assert forming.summary.n_bars == 60 and at_boundary.tests is not None
+
+
 async def test_a_refresh_reads_only_new_trades(db_path):
     m = market(3)
     async with await TickStore.open(db_path) as store:
-        await store.write(rows(m.advance_to(30.0)))
+        await write(store, m.advance_to(30.0))
         engine = PairEngine(store, PairView(*SYMBOLS, timeframe="1s", window=5, lookback=20))
         await engine.refresh()
         a, b = engine._sides
         before = a.trades + b.trades
         fresh = m.advance_to(30.5)
-        await store.write(rows(fresh))
+        await write(store, fresh)
         await engine.refresh()
         assert a.trades + b.trades - before == len(fresh)
 
@@ -88,7 +107,7 @@ async def test_a_refresh_reads_only_new_trades(db_path):
 async def test_collecting_reason_while_there_are_too_few_bars(db_path):
     m = market(4)
     async with await TickStore.open(db_path) as store:
-        await store.write(rows(m.advance_to(10.0)))
+        await write(store, m.advance_to(10.0))
         snap = await PairEngine(store, PairView(*SYMBOLS, "1s", 20, 100)).refresh()
     n = snap.summary.n_bars
     assert 5 <= n <= 11
@@ -100,7 +119,7 @@ async def test_collecting_reason_while_there_are_too_few_bars(db_path):
 async def test_switching_timeframe_reuses_bars_and_pair_switch_reloads(db_path):
     m = market(5)
     async with await TickStore.open(db_path) as store:
-        await store.write(rows(m.advance_to(400.0)))
+        await write(store, m.advance_to(400.0))
         engine = PairEngine(store, PairView(*SYMBOLS, "1s", 10, 100))
         await engine.refresh()
         sides = engine._sides

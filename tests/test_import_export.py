@@ -82,7 +82,7 @@ def db_rows(db: Path, symbol: str) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         return conn.execute(
             "SELECT kind, trade_id, ts_us, recv_us, price, qty, buyer_maker FROM trades"
-            " WHERE symbol = ? ORDER BY trade_id",
+            " JOIN series ON series.id = trades.series WHERE symbol = ? ORDER BY trade_id",
             (symbol,),
         ).fetchall()
 

@@ -11,10 +11,9 @@ from pairs_tui.model import Gap, StreamKind
 from pairs_tui.store import SCHEMA_VERSION, StoreError, TickStore
 
 
-def row(tid: int, symbol: str = "BTCUSDT", price: str = "102571.17000000"):
+def row(tid: int, series: int = 1, price: str = "102571.17000000"):
     return (
-        symbol,
-        "trade",
+        series,
         tid,
         1_762_578_805_372_000 + tid,
         1_762_578_805_400_000,
@@ -31,26 +30,28 @@ async def test_schema_wal_and_version(db_path):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     plan = conn.execute(
-        "EXPLAIN QUERY PLAN SELECT * FROM trades WHERE symbol='BTCUSDT' AND kind='trade' "
-        "AND ts_us > 5 ORDER BY ts_us"
+        "EXPLAIN QUERY PLAN SELECT * FROM trades WHERE series = 1 AND ts_us > 5 ORDER BY ts_us"
     ).fetchall()
     assert "trades_by_time" in str(plan)  # reading one symbol by time uses the index
 
 
 async def test_prices_keep_their_exact_text_and_inserts_are_idempotent(db_path):
     async with await TickStore.open(db_path) as store:
+        assert await store.series_ids(["BTCUSDT"], StreamKind.TRADE) == {"BTCUSDT": 1}
         rows = [row(1, price="0.00000638"), row(2, price="102571.17000000"), row(3, price="1e-8")]
         assert await store.write(rows) == 3
         assert await store.write([*rows, row(4)]) == 1  # re-delivery adds only the new one
         stored = await store.trades("BTCUSDT")
-    assert [r[5] for r in stored] == ["0.00000638", "102571.17000000", "1e-8", "102571.17000000"]
+    assert [r[4] for r in stored] == ["0.00000638", "102571.17000000", "1e-8", "102571.17000000"]
     assert stored[0] == rows[0]
 
 
 async def test_trade_and_aggtrade_ids_do_not_collide(db_path):
     async with await TickStore.open(db_path) as store:
-        agg = ("BTCUSDT", "aggTrade", 1, 5, None, "1.0", "2.0", False)
-        await store.write([row(1), agg])
+        trade = await store.series_ids(["BTCUSDT"], StreamKind.TRADE)
+        agg = await store.series_ids(["BTCUSDT"], StreamKind.AGG_TRADE)
+        assert trade != agg
+        await store.write([row(1, trade["BTCUSDT"]), row(1, agg["BTCUSDT"])])
         assert await store.trade_ids("BTCUSDT", StreamKind.TRADE) == [1]
         assert await store.trade_ids("BTCUSDT", StreamKind.AGG_TRADE) == [1]
 
@@ -58,7 +59,8 @@ async def test_trade_and_aggtrade_ids_do_not_collide(db_path):
 async def test_gaps_are_stored_with_the_batch(db_path):
     gap = Gap("ETHUSDT", StreamKind.TRADE, 10, 12, 99)
     async with await TickStore.open(db_path) as store:
-        await store.write([row(1, "ETHUSDT")], [gap])
+        ids = await store.series_ids(["ETHUSDT"], StreamKind.TRADE)
+        await store.write([row(1, ids["ETHUSDT"])], [gap])
         assert await store.gaps() == [gap]
     assert gap.missing == 3
 
@@ -90,6 +92,8 @@ async def test_two_writers_and_a_reader_share_one_file(db_path):
     """Two recorders of the same trades (say two machines' feeds) never duplicate or lock."""
     stores = [await TickStore.open(db_path) for _ in range(3)]
     writer_a, writer_b, reader = stores
+    ids = [await s.series_ids(["BTCUSDT"], StreamKind.TRADE) for s in stores]
+    assert ids[0] == ids[1] == ids[2] == {"BTCUSDT": 1}  # one series, whoever asks
 
     async def write(store, start):
         for base in range(start, 4000, 500):
@@ -97,6 +101,7 @@ async def test_two_writers_and_a_reader_share_one_file(db_path):
 
     await asyncio.gather(write(writer_a, 0), write(writer_b, 0), reader.counts())
     assert await reader.trade_ids("BTCUSDT") == list(range(4000))
+    assert await reader.counts() == {"BTCUSDT": 4000}
     for store in stores:
         await store.close()
 

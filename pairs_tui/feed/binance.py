@@ -189,6 +189,7 @@ class Batch:
 @dataclass(slots=True)
 class _Symbol:
     symbol: str
+    series: int = -1  # the store's id for this symbol's trades
     last_id: int = -1
     received: int = 0
     drained: int = 0
@@ -288,12 +289,14 @@ class BinanceFeed:
             last_error=self.last_error,
         )
 
-    def resume_from(self, last_ids: Mapping[str, int | None]) -> None:
-        """Continue id tracking from what the store already holds, so a gap across a
-        restart is recorded like any other."""
-        for symbol, last in last_ids.items():
-            if last is not None and symbol in self._states:
-                self._states[symbol].last_id = max(self._states[symbol].last_id, last)
+    def bind(self, series: Mapping[str, int], last_ids: Mapping[str, int | None]) -> None:
+        """Take the store's series ids for the rows, and continue id tracking from what
+        the store already holds, so a gap across a restart is recorded like any other."""
+        for symbol, st in self._states.items():
+            st.series = series[symbol]
+            last = last_ids.get(symbol)
+            if last is not None:
+                st.last_id = max(st.last_id, last)
 
     # -- lifecycle ----------------------------------------------------------------------
     def stop(self) -> None:
@@ -398,7 +401,6 @@ class BinanceFeed:
     async def _consume(self, ws) -> None:
         decode = self._decoder.decode
         counters = self.counters
-        kind = self.options.kind.value
         max_pending = self.options.max_pending
         batch_rows = min(self.options.batch_rows, max_pending)
         while True:
@@ -427,7 +429,7 @@ class BinanceFeed:
             st.last_trade_us = ts
             st.received += 1
             rows = self._rows
-            rows.append((st.symbol, kind, msg.id, ts, time.time_ns() // 1000, msg.p, msg.q, msg.m))
+            rows.append((st.series, msg.id, ts, time.time_ns() // 1000, msg.p, msg.q, msg.m))
             if len(rows) >= batch_rows:
                 self._ready.set()
                 if len(rows) >= max_pending:
