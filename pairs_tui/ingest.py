@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from pairs_tui.feed.binance import BinanceFeed
+from pairs_tui.feed.binance import Batch, BinanceFeed
 from pairs_tui.model import FeedStats
 from pairs_tui.store import TickStore
 
@@ -22,6 +22,7 @@ class Ingest:
         self.flush_interval = flush_interval
         self.stored: Counter[str] = Counter()
         self.batches = 0
+        self._held: Batch | None = None  # a batch whose write failed, tried again first
 
     def stats(self) -> FeedStats:
         return self.feed.stats(self.stored)
@@ -53,8 +54,14 @@ class Ingest:
 
     async def _flush(self) -> None:
         batch = self.feed.drain()
+        if self._held is not None:
+            batch, self._held = self._held + batch, None
         if not batch:
             return
-        await self.store.write(batch.rows, batch.gaps)
+        try:
+            await self.store.write(batch.rows, batch.gaps)
+        except BaseException:  # a failed or cancelled write keeps its trades for the next try
+            self._held = batch
+            raise
         self.stored.update(batch.counts)
         self.batches += 1

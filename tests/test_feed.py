@@ -285,3 +285,34 @@ async def test_a_gap_across_a_restart_is_recorded(db_path):
         gaps = [g for g in await store.gaps() if g.symbol == "BTCUSDT"]
         assert [(g.from_id, g.to_id) for g in gaps] == holes(server.delivered["BTCUSDT"])
         assert len(gaps) == 1
+
+
+async def test_a_failed_write_keeps_its_trades_for_the_next_one(db_path):
+    """A write that fails once (a disk hiccup, a cancelled flush) loses nothing."""
+
+    class FlakyStore:
+        def __init__(self, real: TickStore) -> None:
+            self.real, self.failures = real, 0
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        async def write(self, rows, gaps=()):
+            if self.failures == 0 and len(rows) > 50:
+                self.failures += 1
+                raise OSError("disk hiccup")
+            return await self.real.write(rows, gaps)
+
+    server = await DemoServer(record_delivered=True, seed=12, rate=400).start()
+    real = await TickStore.open(db_path)
+    flaky = FlakyStore(real)
+    feed = BinanceFeed(SYMBOLS, FeedOptions(ws_url=server.url, **FAST))
+    ingest = Ingest(feed, flaky, flush_interval=0.3)
+    with pytest.raises(OSError, match="disk hiccup"):
+        await ingest.run()  # the failure surfaces; the final flush writes what it held
+    assert flaky.failures == 1
+    await server.stop()
+    stored = await real.trade_ids("BTCUSDT")
+    await real.close()
+    assert stored == sorted(set(server.delivered["BTCUSDT"]))[: len(stored)]
+    assert len(stored) == ingest.stored["BTCUSDT"] > 50

@@ -185,6 +185,12 @@ class Batch:
     def __bool__(self) -> bool:
         return bool(self.rows or self.gaps)
 
+    def __add__(self, later: Batch) -> Batch:
+        counts = dict(self.counts)
+        for symbol, n in later.counts.items():
+            counts[symbol] = counts.get(symbol, 0) + n
+        return Batch(self.rows + later.rows, self.gaps + later.gaps, counts)
+
 
 @dataclass(slots=True)
 class _Symbol:
