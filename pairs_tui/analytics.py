@@ -135,6 +135,8 @@ def cointegration(log_a: np.ndarray, log_b: np.ndarray, spread: np.ndarray) -> C
         adf = adfuller(spread, regression="c", autolag="AIC")
         eg_stat, eg_pvalue, _ = coint(log_a, log_b, trend="c", autolag="aic")
     stat, pvalue, lags, _, crit, _ = adf
+    if not all(math.isfinite(float(x)) for x in (stat, pvalue, eg_stat, eg_pvalue)):
+        return None  # e.g. perfectly collinear prices: the tests say nothing
     return Cointegration(
         adf_stat=float(stat),
         adf_pvalue=float(pvalue),
@@ -251,10 +253,10 @@ def summarize(
         n_trades=n_trades,
         start_us=int(series.ts_us[0]) if n else None,
         end_us=int(series.ts_us[-1]) if n else None,
-        price_a=float(series.close_a[-1]) if n else None,
-        price_b=float(series.close_b[-1]) if n else None,
-        beta=fit.beta if fit else None,
-        alpha=fit.alpha if fit else None,
+        price_a=_num(series.close_a[-1]) if n else None,
+        price_b=_num(series.close_b[-1]) if n else None,
+        beta=_num(fit.beta) if fit else None,
+        alpha=_num(fit.alpha) if fit else None,
         r2=_num(fit.r2) if fit else None,
         spread=_num(series.spread[-1]) if n else None,
         spread_mean=_num(finite.mean()) if len(finite) else None,

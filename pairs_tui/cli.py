@@ -165,8 +165,16 @@ def _time(value: str | None, flag: str) -> int | None:
 
 view_options = [
     click.option("--timeframe", type=click.Choice(["1s", "1m", "5m"]), help="Bar size."),
-    click.option("--window", type=int, help="W: bars in rolling z-score and correlation."),
-    click.option("--lookback", type=int, help="L: joined bars for the hedge ratio and ADF."),
+    click.option(
+        "--window",
+        type=click.IntRange(2, 100_000),
+        help="W: bars in rolling z-score and correlation.",
+    ),
+    click.option(
+        "--lookback",
+        type=click.IntRange(4, 1_000_000),
+        help="L: joined bars for the hedge ratio and ADF.",
+    ),
 ]
 
 
@@ -186,6 +194,9 @@ def import_(files: tuple[Path, ...], symbol: str | None, db: Path | None, config
     from pairs_tui.importer import DumpError, identify, run_imports
 
     config = _config(config_file)
+    for path in files:
+        if not path.is_file():
+            raise UsageProblem(f"{path}: no such file")
     try:
         dumps = [identify(path, symbol) for path in files]
     except DumpError as exc:
@@ -241,7 +252,17 @@ def export(
         raise UsageProblem(str(exc)) from None
     if output != "-" and not Path(output).expanduser().parent.is_dir():
         raise UsageProblem(f"cannot write {output}: directory {Path(output).parent} does not exist")
-    span = (_time(since, "--from"), _time(until, "--to"))
+    since_us, until_us = _time(since, "--from"), _time(until, "--to")
+    tf = view.tf_us
+    if since_us is not None:  # whole bars only: a bar cut by --from/--to would lie
+        since_us = -(-since_us // tf) * tf
+    if until_us is not None:
+        until_us = until_us // tf * tf
+    if since_us is not None and until_us is not None and since_us >= until_us:
+        raise UsageProblem(
+            f"--from {since} is not before --to {until} (in whole {view.timeframe} bars)"
+        )
+    span = (since_us, until_us)
     path = _existing_db(config, db)
     try:
         written = asyncio.run(run_export(path, view, config.stream_kind, what, output, *span))

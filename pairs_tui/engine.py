@@ -86,16 +86,15 @@ class SymbolBars:
         kind: StreamKind,
         timeframes: Iterable[str] = TIMEFRAMES,
         *,
-        keep: int | None = None,
         until_us: int | None = None,
     ) -> None:
         self.symbol = symbol
         self.kind = kind
-        self.keep = keep
         self.until_us = until_us
         self.bars: dict[str, pl.DataFrame] = {tf: empty_bars() for tf in timeframes}
         self.watermark = -1  # the last trade id folded in
         self.trades = 0
+        self.late = 0  # trades older than a bar already formed: skipped, counted
 
     async def start_at(self, store: TickStore, since_us: int | None) -> None:
         """Begin from the first trade at or after `since_us` (None: from the first trade)."""
@@ -129,8 +128,23 @@ class SymbolBars:
 
     def _fold(self, rows: list[tuple[int, int, str, str]]) -> None:
         trades = trades_frame(rows)
-        for tf, bars in self.bars.items():
-            self.bars[tf] = fold(bars, resample(trades, TIMEFRAMES[tf]), self.keep)
+        for i, (tf, bars) in enumerate(self.bars.items()):
+            fresh = trades
+            if not bars.is_empty():  # ids follow time on Binance; anything else is skipped
+                fresh = trades.filter(pl.col("ts_us") >= bars["ts_us"][-1])
+                if i == 0:
+                    self.late += trades.height - fresh.height
+            self.bars[tf] = fold(bars, resample(fresh, TIMEFRAMES[tf]))
+
+    def trim(self, other: SymbolBars, keep: int) -> None:
+        """Drop bars older than the `keep`-th newest bar both symbols have, on both sides:
+        what is kept is bounded, yet always holds `keep` joined bars when there are."""
+        for tf in self.bars:
+            joined = join_bars(self.bars[tf], other.bars[tf])
+            if joined.height > keep:
+                cut = joined["ts_us"][-keep]
+                self.bars[tf] = self.bars[tf].filter(pl.col("ts_us") >= cut)
+                other.bars[tf] = other.bars[tf].filter(pl.col("ts_us") >= cut)
 
 
 def join_bars(bars_a: pl.DataFrame, bars_b: pl.DataFrame) -> pl.DataFrame:
@@ -192,16 +206,17 @@ class PairEngine:
         self.view = view
         self.kind = kind
         self._sides: tuple[SymbolBars, SymbolBars] | None = None
+        self._kept = 0  # joined bars the loaded sides hold
         self._cached: tuple[object, Cointegration | None] | None = None
 
     def _keep(self) -> int:
         return self.view.lookback + self.view.window + 2
 
     async def _load(self) -> tuple[SymbolBars, SymbolBars]:
-        keep = self._keep()
+        keep = self._kept = self._keep()
         sides = []
         for symbol in self.view.symbols:
-            side = SymbolBars(symbol, self.kind, keep=keep)
+            side = SymbolBars(symbol, self.kind)
             last = await self.store.last_time(symbol, self.kind)
             if last is not None:
                 span = max(TIMEFRAMES.values()) * keep
@@ -213,8 +228,7 @@ class PairEngine:
         """Timeframe and window changes reuse the bars; a new pair or a longer lookback
         reloads from the store."""
         if self._sides is not None and (
-            view.symbols != self.view.symbols
-            or view.lookback + view.window + 2 > (self._sides[0].keep or 0)
+            view.symbols != self.view.symbols or view.lookback + view.window + 2 > self._kept
         ):
             self._sides = None
         self.view = view
@@ -225,6 +239,7 @@ class PairEngine:
         a, b = self._sides
         await a.update(self.store)
         await b.update(self.store)
+        await asyncio.to_thread(a.trim, b, self._kept)
         now = now_us if now_us is not None else time.time_ns() // 1000
         tf = self.view.timeframe
         snapshot, self._cached = await asyncio.to_thread(

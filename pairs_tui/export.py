@@ -113,6 +113,8 @@ def write_bars(out: TextIO, table: pl.DataFrame) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(BARS_HEADER)
     for r in table.iter_rows(named=True):
+        # volume is a float sum of decimal quantities: 8 decimals is Binance's own precision
+        r["volume"] = round(r["volume"], 8)
         writer.writerow((iso(r["ts_us"]), r["symbol"], *(_cell(r[k]) for k in BARS_HEADER[2:])))
 
 
@@ -146,11 +148,19 @@ def summary_dict(summary: Summary) -> dict[str, object]:
 
 
 def write_summary(out: TextIO, summary: Summary) -> None:
-    json.dump(summary_dict(summary), out, indent=2)
+    json.dump(summary_dict(summary), out, indent=2, allow_nan=False)
     out.write("\n")
 
 
-def meta(view: PairView, kind: StreamKind, snapshot: PairSnapshot, what: str) -> dict[str, object]:
+def meta(
+    view: PairView,
+    kind: StreamKind,
+    what: str,
+    ts_us: pl.Series,
+    requested: tuple[int | None, int | None],
+) -> dict[str, object]:
+    """What a file holds (its own time span and rows) and how it was made."""
+
     def ver(package: str) -> str | None:
         try:
             return version(package)
@@ -164,9 +174,11 @@ def meta(view: PairView, kind: StreamKind, snapshot: PairSnapshot, what: str) ->
         "timeframe": view.timeframe,
         "window": view.window,
         "lookback": view.lookback,
-        "start": iso(snapshot.summary.start_us),
-        "end": iso(snapshot.summary.end_us),
-        "n_bars": snapshot.summary.n_bars,
+        "from": iso(requested[0]),
+        "to": iso(requested[1]),
+        "start": iso(ts_us.min()),
+        "end": iso(ts_us.max()),
+        "rows": len(ts_us),
         "conventions": CONVENTIONS,
         "bar_convention": "bars labelled by open time (UTC), left-closed; open/close = first/"
         "last trade by (time, id); no bar for an interval without trades",
@@ -186,6 +198,9 @@ def write_atomically(path: Path, fill: Callable[[TextIO], None]) -> None:
     if not directory.is_dir():
         raise OSError(f"directory {directory} does not exist")
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # an export is an ordinary file, not mkstemp's 0600
     try:
         with os.fdopen(fd, "w", newline="") as fh:
             fill(fh)
@@ -203,7 +218,7 @@ def emit(target: str | Path, fill: Callable[[TextIO], None], sidecar: dict | Non
         sys.stdout.write(buffer.getvalue())
         sys.stdout.flush()
         return []
-    path = Path(target)
+    path = Path(target).expanduser()
     write_atomically(path, fill)
     written = [path]
     if sidecar is not None:
@@ -228,7 +243,9 @@ async def run_export(
         bars_a, bars_b, snapshot = await pair_export(
             store, view, kind, since_us=since_us, until_us=until_us, now_us=now_us
         )
-    return await asyncio.to_thread(write_export, what, output, view, kind, bars_a, bars_b, snapshot)
+    return await asyncio.to_thread(
+        write_export, what, output, view, kind, bars_a, bars_b, snapshot, (since_us, until_us)
+    )
 
 
 def write_export(
@@ -239,12 +256,13 @@ def write_export(
     bars_a: pl.DataFrame,
     bars_b: pl.DataFrame,
     snapshot: PairSnapshot,
+    requested: tuple[int | None, int | None] = (None, None),
 ) -> list[Path]:
     if what == "bars":
         table = bars_table(bars_a, bars_b, view.symbols)
-        return emit(output, lambda fh: write_bars(fh, table), meta(view, kind, snapshot, what))
+        sidecar = meta(view, kind, what, table["ts_us"], requested)
+        return emit(output, lambda fh: write_bars(fh, table), sidecar)
     if what == "analytics":
-        return emit(
-            output, lambda fh: write_analytics(fh, snapshot), meta(view, kind, snapshot, what)
-        )
+        sidecar = meta(view, kind, what, pl.Series(snapshot.series.ts_us), requested)
+        return emit(output, lambda fh: write_analytics(fh, snapshot), sidecar)
     return emit(output, lambda fh: write_summary(fh, snapshot.summary), None)

@@ -6,7 +6,7 @@ as `.csv` or the downloaded `.zip`, with or without a header, times in ms or µs
 
 A file is read in chunks of lines (memory stays bounded for multi-GB files), parsed by
 polars, and inserted in one transaction per file: a bad row rolls the whole file back
-and is reported with its line number. INSERT OR IGNORE makes a re-import add nothing.
+and is reported with its line number. Skipping rows whose key exists makes a re-import add nothing.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import math
 import re
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +36,9 @@ CHUNK_LINES = 200_000
 _NAME = re.compile(r"^([A-Za-z0-9]+)-(trades|aggTrades)-", re.IGNORECASE)
 _BOOLS = {"true": True, "false": False}
 _MICROS = 10**15
+# Times must be ms or µs since the epoch, from 2009 (before Bitcoin) to 2100: seconds and
+# nanoseconds would otherwise be misread.
+_EARLIEST_MS, _LATEST_MS = 1_230_768_000_000, 4_102_444_800_000
 
 
 class DumpError(ValueError):
@@ -88,9 +93,9 @@ def open_text(path: Path) -> Iterator[tuple[TextIO, int]]:
             if len(members) != 1:
                 raise DumpError(f"{path}: expected one .csv inside, found {len(members)}")
             with archive.open(members[0]) as raw:
-                yield io.TextIOWrapper(raw, encoding="utf-8", newline=""), members[0].file_size
+                yield io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), members[0].file_size
     else:
-        with path.open(encoding="utf-8", newline="") as fh:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
             yield fh, path.stat().st_size
 
 
@@ -140,12 +145,17 @@ def parse_chunk(lines: list[str], first_line: int, dump: DumpFile, series: int) 
     bad = parsed.with_row_index("row").filter(
         pl.col("id").is_null()
         | pl.col("time").is_null()
-        | (pl.col("time") <= 0)
         | pl.col("price_f").is_null()
         | ~(pl.col("price_f") > 0)
+        | ~pl.col("price_f").is_finite()
+        | ~pl.col("qty_f").is_finite()
+        | ~(
+            pl.col("time").is_between(_EARLIEST_MS, _LATEST_MS)
+            | pl.col("time").is_between(_EARLIEST_MS * 1000, _LATEST_MS * 1000)
+        )
         | pl.col("qty_f").is_null()
         | ~(pl.col("qty_f") >= 0)
-        | ~pl.col("maker").is_in(list(_BOOLS))
+        | ~pl.col("maker").is_in(list(_BOOLS)).fill_null(False)
     )
     if not bad.is_empty():
         row = bad.row(0, named=True)
@@ -170,11 +180,15 @@ def parse_chunk(lines: list[str], first_line: int, dump: DumpFile, series: int) 
 def _why(row: dict) -> str:
     if row["id"] is None:
         return "the trade id is not an integer"
-    if row["time"] is None or row["time"] <= 0:
-        return "the time is not a positive integer"
-    if row["price_f"] is None or not row["price_f"] > 0:
+    time = row["time"]
+    if time is None or not (
+        _EARLIEST_MS <= time <= _LATEST_MS or _EARLIEST_MS * 1000 <= time <= _LATEST_MS * 1000
+    ):
+        return "the time is not in milliseconds or microseconds since 1970 (2009-2100)"
+    price, qty = row["price_f"], row["qty_f"]
+    if price is None or not 0 < price < math.inf:
         return "the price is not a positive number"
-    if row["qty_f"] is None or not row["qty_f"] >= 0:
+    if qty is None or not 0 <= qty < math.inf:
         return "the quantity is not a number"
     return "is_buyer_maker is not true/false"
 
@@ -186,6 +200,19 @@ def _find_bad_line(lines: list[str], first_line: int, dump: DumpFile, widths) ->
                 f"{dump.path}: line {first_line + offset}: expected {widths[0]} or "
                 f"{widths[1]} columns for {dump.kind.value}s, found {len(row)}"
             )
+
+
+def _is_header(line: str) -> bool:
+    """A header names columns: none of its fields is a number (a bad data row has some)."""
+
+    def numeric(field: str) -> bool:
+        try:
+            float(field)
+        except ValueError:
+            return False
+        return True
+
+    return not any(numeric(field) for field in line.split(","))
 
 
 def chunks(fh: TextIO, size: int = CHUNK_LINES) -> Iterator[tuple[int, list[str], int]]:
@@ -201,10 +228,10 @@ def chunks(fh: TextIO, size: int = CHUNK_LINES) -> Iterator[tuple[int, list[str]
         line_no += len(lines)
         if first:
             first = False
-            head = lines[0].split(",", 1)[0].strip().lstrip("-")
-            if not head.isdigit():  # a header row
-                lines = lines[1:]
-                start += 1
+            while lines and not lines[0].strip():
+                lines, start = lines[1:], start + 1
+            if lines and _is_header(lines[0]):
+                lines, start = lines[1:], start + 1
         while lines and not lines[-1].strip():
             lines.pop()
         if lines:
@@ -263,9 +290,10 @@ async def run_imports(dumps: list[DumpFile], db_path: Path) -> list[DumpFile]:
             clock = time.monotonic()
             try:
                 result = await _import_with_progress(store, dump, console)
-            except DumpError as exc:
+            except (DumpError, UnicodeDecodeError, zipfile.BadZipFile, zlib.error, OSError) as exc:
                 failed.append(dump)
-                print(f"pairs-tui: error: {exc}; nothing imported from it", file=sys.stderr)
+                why = str(exc) if isinstance(exc, DumpError) else f"{dump.path}: {exc}"
+                print(f"pairs-tui: error: {why}; nothing imported from it", file=sys.stderr)
                 continue
             elapsed = max(time.monotonic() - clock, 1e-9)
             print(

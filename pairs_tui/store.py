@@ -1,7 +1,7 @@
 """The SQLite tick store: one file, WAL, shared by a recorder and any number of readers.
 
 Only this module speaks SQL. Each (symbol, kind) is a row of `series`; trades are keyed
-by (series, trade_id) and inserted with INSERT OR IGNORE, so a re-delivered trade, a
+by (series, trade_id) and inserted with ON CONFLICT DO NOTHING, so a re-delivered trade, a
 second recorder or a re-import never makes a duplicate. An integer series key instead of
 repeating the symbol text makes inserts about 40 % faster and the file about 30 %
 smaller. Prices and quantities are stored as the exchange's decimal text.
@@ -58,10 +58,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
-_INSERT_TRADE = "INSERT OR IGNORE INTO trades VALUES (?, ?, ?, ?, ?, ?, ?)"
+# ON CONFLICT DO NOTHING skips only duplicates; OR IGNORE would also swallow a NOT NULL
+# violation, silently dropping a broken row.
+_INSERT_TRADE = "INSERT INTO trades VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 # Imported trades have no receive time; binding NULL and 0/1 in SQL is measurably faster
 # than sqlite3 adapting None and bool for every row.
-_INSERT_IMPORTED = "INSERT OR IGNORE INTO trades VALUES (?, ?, ?, NULL, ?, ?, ?)"
+_INSERT_IMPORTED = "INSERT INTO trades VALUES (?, ?, ?, NULL, ?, ?, ?) ON CONFLICT DO NOTHING"
 _SERIES_ID = "SELECT id FROM series WHERE symbol = ? AND kind = ?"
 _SERIES = f"({_SERIES_ID})"
 _INSERT_GAP = "INSERT INTO gaps VALUES (?, ?, ?, ?, ?)"

@@ -121,3 +121,10 @@ def test_short_series_and_window_larger_than_the_data():
         is None
     )
     assert pair_series(ts[:2], a[:2], b[:2], 2).fit is None
+
+
+def test_collinear_prices_give_no_test_result_rather_than_infinities():
+    b = np.log(np.linspace(100, 120, 200) + np.sin(np.arange(200)))
+    a = 2.0 * b + 1.0  # a is an exact function of b: the residual is all rounding
+    s = pair_series(np.arange(200), np.exp(a), np.exp(b), 20)
+    assert cointegration(a, b, s.spread) is None

@@ -32,22 +32,29 @@ def market(seed: int = 1) -> SyntheticMarket:
 
 
 async def test_refreshing_chunk_by_chunk_equals_one_shot(db_path):
+    """Over more than L bars, with ETHUSDT trading only every third second (an illiquid
+    leg: the joined series is sparser than either symbol's bars)."""
     m = market()
     view = PairView(*SYMBOLS, timeframe="1s", window=10, lookback=120)
     async with await TickStore.open(db_path) as store:
         engine = PairEngine(store, view)
-        for second in range(1, 201):  # 200 s of trades arriving in 0.5 s slices
-            await write(store, m.advance_to(second / 2))
-            if second % 7 == 0:
-                await engine.refresh(now_us=(m.start_ms + second * 500) * 1000)
-        now = (m.start_ms + 200_000) * 1000
+        for step in range(1, 1201):  # 600 s of trades arriving in 0.5 s slices
+            trades = m.advance_to(step / 2)
+            await write(
+                store, [t for t in trades if t.symbol == "BTCUSDT" or t.time_ms // 1000 % 3 == 0]
+            )
+            if step % 7 == 0:
+                await engine.refresh(now_us=(m.start_ms + step * 500) * 1000)
+        now = (m.start_ms + 600_000) * 1000
         live = await engine.refresh(now_us=now)
         bars_a, bars_b = await load_pair(store, view, StreamKind.TRADE)
     one_shot, _ = analyze(view, bars_a, bars_b, now_us=now)
     assert live.summary == one_shot.summary
     for field in ("ts_us", "close_a", "close_b", "spread", "zscore", "corr"):
         np.testing.assert_array_equal(getattr(live.series, field), getattr(one_shot.series, field))
-    assert live.summary.n_bars in (100, 101) and live.summary.reason is None
+    assert live.summary.n_bars == 120 and live.summary.reason is None
+    assert bars_b.height < bars_a.height / 2  # the sparse leg really is sparse
+    assert live.tests is not None and live.summary.adf_pvalue == one_shot.summary.adf_pvalue
 
 
 def forming(last_trade_us: int) -> int:

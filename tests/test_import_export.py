@@ -18,6 +18,15 @@ from pairs_tui.cli import main
 from pairs_tui.feed.demo import SyntheticMarket
 
 
+def strict_json(text: str) -> dict:
+    """json.loads, refusing the NaN/Infinity that Python would otherwise accept."""
+
+    def refuse(name: str):
+        raise ValueError(f"{name} in JSON output")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def invoke(capsys, *args: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as info:
         main(list(args))
@@ -128,7 +137,7 @@ def test_import_then_export_bars_round_trip(tmp_path, capsys, layout, micros, he
     assert len(stored) == len(trades["ETHUSDT"])
 
     code, _, err = invoke(capsys, "import", *map(str, files), "--db", str(db))  # again
-    assert code == 0 and "(0 new)" in err
+    assert code == 0 and err.count("(0 new)") == 2
 
     for tf, tf_us in (("1s", 1_000_000), ("1m", 60_000_000), ("5m", 300_000_000)):
         out = tmp_path / f"bars-{tf}.csv"
@@ -273,7 +282,7 @@ def test_analytics_and_summary_agree_and_carry_a_sidecar(recorded, tmp_path, cap
         capsys, "export", "btcusdt", "ethusdt", "--what", "summary", "-o", "-", *common
     )
     assert code == 0, err
-    summary = json.loads(summary_text)
+    summary = strict_json(summary_text)
     for key in (
         "beta",
         "alpha",
@@ -324,7 +333,7 @@ def test_from_to_and_missing_values_are_null(recorded, capsys):
         "2025-01-01T00:01:10",
     )
     assert code == 0, err
-    summary = json.loads(text)
+    summary = strict_json(text)
     assert summary["n_bars"] == 10 and summary["start"] == "2025-01-01T00:01:00Z"
     assert summary["zscore"] is None and summary["adf_pvalue"] is None
     assert summary["reason"] == "collecting: 10 / 21 bars"
@@ -337,7 +346,7 @@ def test_from_to_and_missing_values_are_null(recorded, capsys):
         (["btcusdt", "ethusdt", "--from", "2030-01-01"], 1, "no trades of BTCUSDT"),
         (["btcusdt", "ethusdt", "--from", "yesterday"], 2, "invalid --from 'yesterday'"),
         (["btcusdt", "btcusdt"], 2, "given twice"),
-        (["btcusdt", "ethusdt", "--window", "1"], 2, "must be at least 2"),
+        (["btcusdt", "ethusdt", "--window", "1"], 2, "1 is not in the range 2<=x"),
         (
             ["btcusdt", "ethusdt", "--window", "30", "--lookback", "31"],
             2,
@@ -407,3 +416,96 @@ def test_stdout_export_is_plain_csv(recorded, isolated_home):
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows[0] == ["ts", "symbol", "open", "high", "low", "close", "volume", "trades"]
     assert [r[1] for r in rows[1:5]] == ["BTCUSDT", "ETHUSDT", "BTCUSDT", "ETHUSDT"]
+
+
+@pytest.mark.parametrize(
+    ("text", "outcome"),
+    [
+        (
+            "\ufeff1,100.5,1,100.5,1735689600000,True,True\n2,101,1,101,1735689600500,False,True\n",
+            [1, 2],
+        ),  # a byte-order mark is not a header
+        (
+            "\n\nid,price,qty,quote_qty,time,is_buyer_maker\n1,100.5,1,100.5,1735689600000,true\n",
+            [1],
+        ),  # blank lines before a header
+        ("x1,100.5,1,100.5,1735689600000,True,True\n", "line 1: the trade id is not an integer"),
+        ("1,inf,1,1,1735689600000,True,True\n", "line 1: the price is not a positive number"),
+        ("1,100,1e400,1,1735689600000,True,True\n", "line 1: the quantity is not a number"),
+        ("1,100,1,1,1735689600000,,True\n", "line 1: is_buyer_maker is not true/false"),
+        ("1,100,1,1,1735689600,True,True\n", "line 1: the time is not in milliseconds"),
+        ("1,100,1,1,1735689600000000000,True,True\n", "line 1: the time is not in milli"),
+    ],
+)
+def test_import_edge_cases(tmp_path, capsys, text, outcome):
+    path = tmp_path / "EDGEUSDT-trades-2025-01.csv"
+    path.write_text(text, encoding="utf-8")
+    db = tmp_path / "t.db"
+    code, _, err = invoke(capsys, "import", str(path), "--db", str(db))
+    if isinstance(outcome, list):
+        assert code == 0, err
+        assert [r[1] for r in db_rows(db, "EDGEUSDT")] == outcome
+    else:
+        assert code == 1 and outcome in err, err
+        assert db_rows(db, "EDGEUSDT") == []
+
+
+def test_from_to_are_whole_bars_and_must_be_in_order(recorded, tmp_path, capsys):
+    out = tmp_path / "bars.csv"
+    code, _, err = invoke(
+        capsys,
+        "export",
+        "btcusdt",
+        "ethusdt",
+        "--what",
+        "bars",
+        "-o",
+        str(out),
+        "--db",
+        str(recorded),
+        "--timeframe",
+        "1m",
+        "--from",
+        "2025-01-01T00:02:30.5",
+        "--to",
+        "2025-01-01T00:07:10",
+    )
+    assert code == 0, err
+    rows = list(csv.DictReader(out.open()))
+    # 00:02:30.5 rounds up to 00:03, 00:07:10 down to 00:07: bars 00:03 .. 00:06, both symbols
+    assert sorted({r["ts"] for r in rows}) == [f"2025-01-01T00:0{m}:00Z" for m in range(3, 7)]
+    full = invoke(
+        capsys,
+        "export",
+        "btcusdt",
+        "ethusdt",
+        "--what",
+        "bars",
+        "-o",
+        "-",
+        "--db",
+        str(recorded),
+        "--timeframe",
+        "1m",
+    )[1]
+    assert all(",".join(r.values()) in full for r in rows)  # whole bars, same as unfiltered
+    meta = json.loads(Path(f"{out}.meta.json").read_text())
+    assert (meta["from"], meta["to"]) == ("2025-01-01T00:03:00Z", "2025-01-01T00:07:00Z")
+    assert meta["rows"] == len(rows) and meta["start"] == rows[0]["ts"]
+    code, _, err = invoke(
+        capsys,
+        "export",
+        "btcusdt",
+        "ethusdt",
+        "--what",
+        "bars",
+        "-o",
+        "-",
+        "--db",
+        str(recorded),
+        "--from",
+        "2025-01-02",
+        "--to",
+        "2025-01-01",
+    )
+    assert code == 2 and "is not before --to" in err
