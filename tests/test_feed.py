@@ -316,3 +316,16 @@ async def test_a_failed_write_keeps_its_trades_for_the_next_one(db_path):
     await real.close()
     assert stored == sorted(set(server.delivered["BTCUSDT"]))[: len(stored)]
     assert len(stored) == ingest.stored["BTCUSDT"] > 50
+
+
+async def test_a_quiet_stream_reconnects_soon_without_escalating_backoff(db_path):
+    faults = Faults(stall_after=10, stalls=3)
+    server = await DemoServer(record_delivered=True, seed=13, rate=200, faults=faults).start()
+    async with recording(
+        server, db_path, stale_after=0.3, backoff_initial=30.0, backoff_max=30.0
+    ) as ingest:
+        await wait_until(lambda: ingest.feed.counters.stale_reconnects >= 3, timeout=8)
+        await settle(server, ingest)
+    stale = [e for e in ingest.feed.events if "no data for 0.3s" in e]
+    assert len(stale) >= 3  # each came back within a second despite a 30 s backoff floor
+    await assert_exactly_once(server, db_path)

@@ -382,7 +382,9 @@ class BinanceFeed:
         self._ws = None
         if watchdog is not None:
             if watchdog.done():
-                reason = watchdog.result()
+                # A quiet stream is not a failing server: reconnect soon, without
+                # escalating the backoff (its wait already spaces the attempts).
+                reason, immediate = watchdog.result(), True
             else:
                 watchdog.cancel()
         lived = None if connected_at is None else loop.time() - connected_at
