@@ -21,7 +21,6 @@ class Ingest:
         self.store = store
         self.flush_interval = flush_interval
         self.stored: Counter[str] = Counter()
-        self.batches = 0
         self._held: Batch | None = None  # a batch whose write failed, tried again first
 
     def stats(self) -> FeedStats:
@@ -64,4 +63,3 @@ class Ingest:
             self._held = batch
             raise
         self.stored.update(batch.counts)
-        self.batches += 1

@@ -274,15 +274,13 @@ class TickStore:
         )
         return {row[0]: row[1] for row in await cursor.fetchall()}
 
-    async def gaps(self, symbols: Iterable[str] | None = None) -> list[Gap]:
+    async def gaps(self) -> list[Gap]:
         cursor = await self._conn.execute(
             "SELECT symbol, kind, from_id, to_id, detected_us FROM gaps ORDER BY rowid"
         )
-        wanted = set(symbols) if symbols is not None else None
         return [
             Gap(row[0], StreamKind(row[1]), row[2], row[3], row[4])
             for row in await cursor.fetchall()
-            if wanted is None or row[0] in wanted
         ]
 
     async def integrity_ok(self) -> bool:

@@ -34,6 +34,10 @@ def invoke(capsys, *args: str) -> tuple[int, str, str]:
     return info.value.code, out, err
 
 
+def export_pair(capsys, *args: str) -> tuple[int, str, str]:
+    return invoke(capsys, "export", "btcusdt", "ethusdt", *args)
+
+
 def tape(seconds: float = 600.0, seed: int = 1) -> dict[str, list]:
     market = SyntheticMarket(seed=seed, rate=20)
     market.start_ms = 1_735_689_600_000  # 2025-01-01T00:00:00Z
@@ -141,11 +145,8 @@ def test_import_then_export_bars_round_trip(tmp_path, capsys, layout, micros, he
 
     for tf, tf_us in (("1s", 1_000_000), ("1m", 60_000_000), ("5m", 300_000_000)):
         out = tmp_path / f"bars-{tf}.csv"
-        code, _, err = invoke(
+        code, _, err = export_pair(
             capsys,
-            "export",
-            "btcusdt",
-            "ethusdt",
             "--what",
             "bars",
             "-o",
@@ -261,9 +262,7 @@ def recorded(tmp_path, capsys) -> Path:
 def test_analytics_and_summary_agree_and_carry_a_sidecar(recorded, tmp_path, capsys):
     common = ["--timeframe", "1s", "--window", "20", "--lookback", "300", "--db", str(recorded)]
     out = tmp_path / "analytics.csv"
-    code, _, err = invoke(
-        capsys, "export", "btcusdt", "ethusdt", "--what", "analytics", "-o", str(out), *common
-    )
+    code, _, err = export_pair(capsys, "--what", "analytics", "-o", str(out), *common)
     assert code == 0, err
     assert f"wrote {out}" in err and f"wrote {out}.meta.json" in err
     rows = list(csv.DictReader(out.open()))
@@ -278,9 +277,7 @@ def test_analytics_and_summary_agree_and_carry_a_sidecar(recorded, tmp_path, cap
         "corr",
     ]
     assert rows[0]["zscore"] == "" and rows[19]["zscore"] != "" and rows[19]["corr"] == ""
-    code, summary_text, err = invoke(
-        capsys, "export", "btcusdt", "ethusdt", "--what", "summary", "-o", "-", *common
-    )
+    code, summary_text, err = export_pair(capsys, "--what", "summary", "-o", "-", *common)
     assert code == 0, err
     summary = strict_json(summary_text)
     for key in (
@@ -310,11 +307,8 @@ def test_analytics_and_summary_agree_and_carry_a_sidecar(recorded, tmp_path, cap
 
 
 def test_from_to_and_missing_values_are_null(recorded, capsys):
-    code, text, err = invoke(
+    code, text, err = export_pair(
         capsys,
-        "export",
-        "btcusdt",
-        "ethusdt",
         "--what",
         "summary",
         "-o",
@@ -362,11 +356,8 @@ def test_export_errors(recorded, capsys, args, code, message):
 
 
 def test_export_path_problems(recorded, tmp_path, capsys):
-    code, _, err = invoke(
+    code, _, err = export_pair(
         capsys,
-        "export",
-        "btcusdt",
-        "ethusdt",
         "--what",
         "bars",
         "-o",
@@ -375,11 +366,8 @@ def test_export_path_problems(recorded, tmp_path, capsys):
         str(recorded),
     )
     assert code == 2 and "does not exist" in err
-    code, _, err = invoke(
+    code, _, err = export_pair(
         capsys,
-        "export",
-        "btcusdt",
-        "ethusdt",
         "--what",
         "bars",
         "-o",
@@ -452,11 +440,8 @@ def test_import_edge_cases(tmp_path, capsys, text, outcome):
 
 def test_from_to_are_whole_bars_and_must_be_in_order(recorded, tmp_path, capsys):
     out = tmp_path / "bars.csv"
-    code, _, err = invoke(
+    code, _, err = export_pair(
         capsys,
-        "export",
-        "btcusdt",
-        "ethusdt",
         "--what",
         "bars",
         "-o",
@@ -474,11 +459,8 @@ def test_from_to_are_whole_bars_and_must_be_in_order(recorded, tmp_path, capsys)
     rows = list(csv.DictReader(out.open()))
     # 00:02:30.5 rounds up to 00:03, 00:07:10 down to 00:07: bars 00:03 .. 00:06, both symbols
     assert sorted({r["ts"] for r in rows}) == [f"2025-01-01T00:0{m}:00Z" for m in range(3, 7)]
-    full = invoke(
+    full = export_pair(
         capsys,
-        "export",
-        "btcusdt",
-        "ethusdt",
         "--what",
         "bars",
         "-o",
@@ -492,11 +474,8 @@ def test_from_to_are_whole_bars_and_must_be_in_order(recorded, tmp_path, capsys)
     meta = json.loads(Path(f"{out}.meta.json").read_text())
     assert (meta["from"], meta["to"]) == ("2025-01-01T00:03:00Z", "2025-01-01T00:07:00Z")
     assert meta["rows"] == len(rows) and meta["start"] == rows[0]["ts"]
-    code, _, err = invoke(
+    code, _, err = export_pair(
         capsys,
-        "export",
-        "btcusdt",
-        "ethusdt",
         "--what",
         "bars",
         "-o",

@@ -242,13 +242,6 @@ class DemoServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def serve_forever(self) -> None:
-        await self.start()
-        try:
-            await asyncio.Future()
-        finally:
-            await self.stop()
-
     # -- market clock -----------------------------------------------------------------
     async def _run_clock(self) -> None:
         while True:
