@@ -329,3 +329,14 @@ async def test_a_quiet_stream_reconnects_soon_without_escalating_backoff(db_path
     stale = [e for e in ingest.feed.events if "no data for 0.3s" in e]
     assert len(stale) >= 3  # each came back within a second despite a 30 s backoff floor
     await assert_exactly_once(server, db_path)
+
+
+async def test_server_pings_are_answered_while_trades_stream(db_path):
+    """Binance drops a client that does not pong; ours answers even at a high rate."""
+    server = await DemoServer(record_delivered=True, seed=14, rate=2000, ping_interval=0.25).start()
+    async with recording(server, db_path) as ingest:
+        await asyncio.sleep(2.0)  # ~8 pings, each needing a pong within 0.25 s
+        assert ingest.feed.counters.reconnects == 0
+        assert server.counters.connections == 1
+        await settle(server, ingest)
+    await assert_exactly_once(server, db_path)

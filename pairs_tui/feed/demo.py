@@ -194,6 +194,7 @@ class DemoServer:
     rate: float = 20.0  # trades per second per symbol
     faults: Faults = field(default_factory=Faults)
     tick: float = 0.02
+    ping_interval: float = 20.0  # Binance pings every 20 s and drops a client that does not pong
     history: int = 10_000  # recent trades kept for resends
     counters: ServerCounters = field(default_factory=ServerCounters)
     record_delivered: bool = False  # tests: keep every id sent in `delivered`
@@ -221,6 +222,8 @@ class DemoServer:
             self.port,
             compression=None,
             process_request=self._route,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_interval,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._started = time.monotonic()
