@@ -88,7 +88,16 @@ db_option = click.option(
 seed_option = click.option("--seed", type=int, help="Make the demo feed deterministic.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class CockpitByDefault(click.Group):
+    """`pairs-tui btcusdt ethusdt` means `pairs-tui cockpit btcusdt ethusdt`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["cockpit", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=CockpitByDefault, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pairs-tui")
 def cli() -> None:
     """pairs-tui: live Binance pairs analytics in the terminal."""
@@ -182,6 +191,68 @@ def with_view_options(fn):
     for option in reversed(view_options):
         fn = option(fn)
     return fn
+
+
+@cli.command()
+@click.argument("symbol_a")
+@click.argument("symbol_b")
+@with_view_options
+@click.option("--demo", is_flag=True, help="Run on the embedded demo feed (no internet).")
+@seed_option
+@click.option("--no-feed", is_flag=True, help="Only view the store (another process records).")
+@click.option(
+    "--refresh",
+    "refresh_every",
+    type=click.FloatRange(0.25, 5.0),
+    default=0.5,
+    show_default=True,
+    help="Seconds between redraws.",
+)
+@db_option
+@click.option("--ws-url", help="Binance WebSocket base URL (ws:// or wss://).")
+@config_option
+def cockpit(
+    symbol_a: str,
+    symbol_b: str,
+    timeframe: str | None,
+    window: int | None,
+    lookback: int | None,
+    demo: bool,
+    seed: int | None,
+    no_feed: bool,
+    refresh_every: float,
+    db: Path | None,
+    ws_url: str | None,
+    config_file: Path | None,
+) -> None:
+    """The terminal cockpit for a pair (the default: `pairs-tui btcusdt ethusdt`)."""
+    from pairs_tui.engine import PairView, ViewError
+    from pairs_tui.record import feed_options
+    from pairs_tui.session import Session, SessionPlan
+    from pairs_tui.ui.app import PairsApp
+
+    config = _config(
+        config_file,
+        view={"timeframe": timeframe, "window": window, "lookback": lookback},
+        feed={"ws_url": _ws_url(ws_url)},
+    )
+    a, b = _pair(symbol_a, symbol_b)
+    try:
+        view = PairView(a, b, config.view.timeframe, config.view.window, config.view.lookback)
+    except ViewError as exc:
+        raise UsageProblem(str(exc)) from None
+    plan = SessionPlan(
+        view=view,
+        db_path=_db_path(config, db),
+        feed=None if no_feed else feed_options(config),
+        demo=demo,
+        seed=seed,
+        demo_rate=config.demo.rate,
+        flush_interval=config.store.flush_interval,
+        kind=config.stream_kind,
+    )
+    code = PairsApp(Session(plan), refresh_every=refresh_every).run()
+    sys.exit(code or 0)
 
 
 @cli.command("import")

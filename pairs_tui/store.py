@@ -93,6 +93,8 @@ class TickStore:
         path = Path(path).expanduser()
         if path.exists() and path.is_dir():
             raise StoreError(f"database path {path} is a directory: give a file name")
+        if path.exists() and not path.is_file():  # /dev/null, a fifo: SQLite would mangle it
+            raise StoreError(f"database path {path} is not a regular file")
         if not path.parent.is_dir():
             raise StoreError(
                 f"cannot create database {path}: directory {path.parent} does not exist"

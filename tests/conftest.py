@@ -29,7 +29,7 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "ticks.db"
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     """Poll `predicate` on the loop (never sleeps the thread) until true or fail."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():

@@ -49,7 +49,12 @@ def bad_inputs(tmp_path):
         (["record", "btcusdt", "--ws-url", "ws://"], "ws:// or wss://"),
         (["record"], "Missing argument"),
         (["record", "btcusdt", "--duration", "-1"], "--duration"),
-        (["nonsense"], "No such command"),
+        (["nonsense"], "Missing argument 'SYMBOL_B'"),  # read as `cockpit nonsense`
+        (["btcusdt", "btc-usdt"], "invalid symbol btc-usdt"),
+        (
+            ["btcusdt", "ethusdt", "--lookback", "5", "--window", "20"],
+            "'view.lookback' must be at least",
+        ),
     ]
 
 

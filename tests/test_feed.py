@@ -73,14 +73,14 @@ async def test_every_delivered_trade_stored_once_across_disconnects_stall_and_ju
     server = await DemoServer(record_delivered=True, seed=7, rate=150, faults=faults).start()
     async with recording(server, db_path, stale_after=0.5) as ingest:
         feed = ingest.feed
-        await wait_until(lambda: server.counters.cuts >= 3)  # 1006: no close frame
+        await wait_until(lambda: server.counters.cuts >= 3, 30)  # 1006: no close frame
         faults.cut_every, faults.close_every = 0, 40
-        await wait_until(lambda: server.counters.closes >= 3)  # 1001: going away
+        await wait_until(lambda: server.counters.closes >= 3, 30)  # 1001: going away
         faults.close_every, faults.stall_after = 0, 25
-        await wait_until(lambda: feed.counters.stale_reconnects >= 1)  # the watchdog
+        await wait_until(lambda: feed.counters.stale_reconnects >= 1, 30)  # the watchdog
         faults.stall_after = 0
         connections = server.counters.connections
-        await wait_until(lambda: server.counters.connections > connections)
+        await wait_until(lambda: server.counters.connections > connections, 30)
         await wait_until(
             lambda: feed.counters.frames > 50 + sum(map(len, server.delivered.values())) // 2
         )
@@ -113,7 +113,7 @@ async def test_server_shutdown_reconnects_at_once(db_path):
         record_delivered=True, seed=5, rate=200, faults=Faults(shutdown_every=30)
     ).start()
     async with recording(server, db_path, backoff_initial=30.0, backoff_max=30.0) as ingest:
-        await wait_until(lambda: ingest.feed.counters.shutdown_notices >= 3, timeout=5)
+        await wait_until(lambda: ingest.feed.counters.shutdown_notices >= 3, timeout=15)
         await settle(server, ingest)
     await assert_exactly_once(server, db_path)
 

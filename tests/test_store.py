@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +79,9 @@ async def test_missing_directory_and_directory_path(tmp_path):
         await TickStore.open(tmp_path / "nope" / "ticks.db")
     with pytest.raises(StoreError, match="is a directory"):
         await TickStore.open(tmp_path)
+    with pytest.raises(StoreError, match="is not a regular file"):
+        await TickStore.open("/dev/null")
+    assert not Path("/dev/null-journal").exists()
 
 
 async def test_newer_schema_is_refused(db_path):

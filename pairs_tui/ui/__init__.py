@@ -1,0 +1,1 @@
+"""The terminal cockpit (Textual). Only this package imports Textual or plotext."""
