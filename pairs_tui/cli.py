@@ -12,6 +12,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,9 @@ from pairs_tui.config import Config, ConfigError, apply, load_config
 from pairs_tui.feed.binance import check_ws_url
 from pairs_tui.model import SymbolError, normalise_symbols
 from pairs_tui.store import StoreError, default_db_path
+
+if TYPE_CHECKING:
+    from pairs_tui.engine import PairView
 
 USAGE_ERROR = 2
 RUNTIME_ERROR = 1
@@ -151,12 +155,16 @@ def _existing_db(config: Config, db: Path | None) -> Path:
     return path
 
 
-def _pair(symbol_a: str, symbol_b: str) -> tuple[str, str]:
+def _view(config: Config, symbol_a: str, symbol_b: str) -> PairView:
+    """The pair and the configured view, validated: bad input is a usage error."""
+    from pairs_tui.engine import PairView, ViewError
+
     try:
         a, b = normalise_symbols([symbol_a, symbol_b])
-    except SymbolError as exc:
+        v = config.view
+        return PairView(a, b, v.timeframe, v.window, v.lookback)
+    except (SymbolError, ViewError) as exc:
         raise UsageProblem(str(exc)) from None
-    return a, b
 
 
 def _time(value: str | None, flag: str) -> int | None:
@@ -226,7 +234,6 @@ def cockpit(
     config_file: Path | None,
 ) -> None:
     """The terminal cockpit for a pair (the default: `pairs-tui btcusdt ethusdt`)."""
-    from pairs_tui.engine import PairView, ViewError
     from pairs_tui.record import feed_options
     from pairs_tui.session import Session, SessionPlan
     from pairs_tui.ui.app import PairsApp
@@ -236,11 +243,7 @@ def cockpit(
         view={"timeframe": timeframe, "window": window, "lookback": lookback},
         feed={"ws_url": _ws_url(ws_url)},
     )
-    a, b = _pair(symbol_a, symbol_b)
-    try:
-        view = PairView(a, b, config.view.timeframe, config.view.window, config.view.lookback)
-    except ViewError as exc:
-        raise UsageProblem(str(exc)) from None
+    view = _view(config, symbol_a, symbol_b)
     plan = SessionPlan(
         view=view,
         db_path=_db_path(config, db),
@@ -308,7 +311,6 @@ def export(
     config_file: Path | None,
 ) -> None:
     """Export bars, analytics or the summary of a pair from the tick store."""
-    from pairs_tui.engine import PairView, ViewError
     from pairs_tui.export import NothingToExport, run_export
 
     config = _config(
@@ -316,11 +318,7 @@ def export(
         view={"timeframe": timeframe, "window": window, "lookback": lookback},
         feed={"stream": stream},
     )
-    a, b = _pair(symbol_a, symbol_b)
-    try:
-        view = PairView(a, b, config.view.timeframe, config.view.window, config.view.lookback)
-    except ViewError as exc:
-        raise UsageProblem(str(exc)) from None
+    view = _view(config, symbol_a, symbol_b)
     if output != "-" and not Path(output).expanduser().parent.is_dir():
         raise UsageProblem(f"cannot write {output}: directory {Path(output).parent} does not exist")
     since_us, until_us = _time(since, "--from"), _time(until, "--to")

@@ -44,7 +44,7 @@ def chart(app: PairsApp, name: str) -> str:
 async def test_the_screen_fills_in_on_the_demo_feed(db_path):
     app = make_app(db_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        assert "Collecting data" in chart(app, "zscore") or app.snapshot is not None
+        await wait_until(lambda: "Collecting data:" in chart(app, "zscore"), 10)  # no fake values
         await wait_until(
             lambda: app.snapshot is not None and app.snapshot.summary.zscore is not None, 20
         )

@@ -117,7 +117,11 @@ class PairsApp(App[int]):
     # -- the clock -------------------------------------------------------------------
     @work(exclusive=True, group="refresh", exit_on_error=False)
     async def refresh_data(self) -> None:
-        snapshot = await self.session.refresh()
+        try:
+            snapshot = await self.session.refresh()
+        except Exception as exc:  # a store problem must show, not kill the screen
+            self.notify(f"refresh failed: {exc}", severity="error")
+            return
         sizes = {name: self.query_one(f"#{name}", ChartView).size for name in CHARTS}
         texts = await asyncio.to_thread(self._render, snapshot, sizes)
         self._show(snapshot, texts)
