@@ -93,10 +93,12 @@ seed_option = click.option("--seed", type=int, help="Make the demo feed determin
 
 
 class CockpitByDefault(click.Group):
-    """`pairs-tui btcusdt ethusdt` means `pairs-tui cockpit btcusdt ethusdt`."""
+    """`pairs-tui btcusdt ethusdt` means `pairs-tui cockpit btcusdt ethusdt`, and a bare
+    `pairs-tui` (or `pairs-tui --demo`) opens the configured pair."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and not args[0].startswith("-") and args[0] not in self.commands:
+        own = {"-h", "--help", "--version"}
+        if not args or (args[0] not in self.commands and args[0] not in own):
             args = ["cockpit", *args]
         return super().parse_args(ctx, args)
 
@@ -202,8 +204,7 @@ def with_view_options(fn):
 
 
 @cli.command()
-@click.argument("symbol_a")
-@click.argument("symbol_b")
+@click.argument("symbols", nargs=-1)
 @with_view_options
 @click.option("--demo", is_flag=True, help="Run on the embedded demo feed (no internet).")
 @seed_option
@@ -212,28 +213,28 @@ def with_view_options(fn):
     "--refresh",
     "refresh_every",
     type=click.FloatRange(0.25, 5.0),
-    default=0.5,
-    show_default=True,
-    help="Seconds between redraws.",
+    help="Seconds between redraws (config ui.refresh, default 0.5).",
 )
+@click.option("--lean", is_flag=True, default=None, help="Monochrome charts for slow links.")
 @db_option
 @click.option("--ws-url", help="Binance WebSocket base URL (ws:// or wss://).")
 @config_option
 def cockpit(
-    symbol_a: str,
-    symbol_b: str,
+    symbols: tuple[str, ...],
     timeframe: str | None,
     window: int | None,
     lookback: int | None,
     demo: bool,
     seed: int | None,
     no_feed: bool,
-    refresh_every: float,
+    refresh_every: float | None,
+    lean: bool | None,
     db: Path | None,
     ws_url: str | None,
     config_file: Path | None,
 ) -> None:
-    """The terminal cockpit for a pair (the default: `pairs-tui btcusdt ethusdt`)."""
+    """The terminal cockpit for a pair: `pairs-tui btcusdt ethusdt`, or `pairs-tui` for
+    the pair in the config file."""
     from pairs_tui.record import feed_options
     from pairs_tui.session import Session, SessionPlan
     from pairs_tui.ui.app import PairsApp
@@ -242,7 +243,13 @@ def cockpit(
         config_file,
         view={"timeframe": timeframe, "window": window, "lookback": lookback},
         feed={"ws_url": _ws_url(ws_url)},
+        ui={"refresh": refresh_every, "lean": lean},
     )
+    if len(symbols) not in (0, 2):
+        raise UsageProblem(
+            f"give two symbols (or none for the configured pair), not {len(symbols)}"
+        )
+    symbol_a, symbol_b = symbols or (config.pair.a, config.pair.b)
     view = _view(config, symbol_a, symbol_b)
     plan = SessionPlan(
         view=view,
@@ -254,7 +261,11 @@ def cockpit(
         flush_interval=config.store.flush_interval,
         kind=config.stream_kind,
     )
-    code = PairsApp(Session(plan), refresh_every=refresh_every).run()
+    export_dir = _expand(Path(config.export.dir)) if config.export.dir else None
+    app = PairsApp(
+        Session(plan), refresh_every=config.ui.refresh, lean=config.ui.lean, export_dir=export_dir
+    )
+    code = app.run()
     sys.exit(code or 0)
 
 

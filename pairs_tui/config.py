@@ -60,12 +60,25 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class UiConfig:
+    refresh: float = 0.5
+    lean: bool = False
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    dir: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     pair: PairConfig = field(default_factory=PairConfig)
     view: ViewConfig = field(default_factory=ViewConfig)
     feed: FeedConfig = field(default_factory=FeedConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     @property
     def stream_kind(self) -> StreamKind:
@@ -169,6 +182,8 @@ def _validate(config: Config, source: str) -> None:
         fail("view.window", "must be at least 2")
     if view.lookback < view.window + 2:
         fail("view.lookback", f"must be at least view.window + 2 = {view.window + 2}")
+    if not 0.25 <= config.ui.refresh <= 5:
+        fail("ui.refresh", "must be between 0.25 and 5 seconds")
     if not 0 < config.demo.rate <= 100_000:
         fail("demo.rate", "must be greater than 0 and at most 100000")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -75,6 +75,7 @@ class PairSnapshot:
     series: PairSeries
     summary: Summary
     tests: Cointegration | None
+    glances: tuple[Summary, ...] = ()  # every timeframe's quick numbers, 1s first
 
 
 class SymbolBars:
@@ -170,12 +171,14 @@ def analyze(
     *,
     now_us: int,
     cached: tuple[object, Cointegration | None] | None = None,
+    with_tests: bool = True,
 ) -> tuple[PairSnapshot, tuple[object, Cointegration | None]]:
     """Snapshot of the pair over the last L joined bars (the forming one included).
 
     The cointegration tests use the last L *closed* bars (a bar is closed once its
     interval has ended), so they change only when a bar closes; `cached` carries the
-    previous result and the closed bars it was computed on.
+    previous result and the closed bars it was computed on. `with_tests=False` skips
+    them for a quick glance.
     """
     everything = join_bars(bars_a, bars_b)
     joined = everything.tail(view.lookback)
@@ -183,7 +186,10 @@ def analyze(
     series = pair_series(ts, joined["close"].to_numpy(), joined["close_b"].to_numpy(), view.window)
     closed = everything.filter(pl.col("ts_us") <= now_us - view.tf_us).tail(view.lookback)
     key = (view, closed["ts_us"].max(), closed.height)
-    tests = cached[1] if cached is not None and cached[0] == key else closed_bar_tests(closed)
+    if cached is not None and cached[0] == key:
+        tests = cached[1]
+    else:
+        tests = closed_bar_tests(closed) if with_tests else None
     n_trades = int(joined["trades"].sum() + joined["trades_b"].sum()) if len(joined) else 0
     summary = summarize(
         series,
@@ -233,6 +239,10 @@ class PairEngine:
             self._sides = None
         self.view = view
 
+    @property
+    def trades_seen(self) -> int:
+        return sum(side.trades for side in self._sides) if self._sides else 0
+
     async def refresh(self, now_us: int | None = None) -> PairSnapshot:
         if self._sides is None:
             self._sides = await self._load()
@@ -241,8 +251,25 @@ class PairEngine:
         await b.update(self.store)
         await asyncio.to_thread(a.trim, b, self._kept)
         now = now_us if now_us is not None else time.time_ns() // 1000
-        tf = self.view.timeframe
         snapshot, self._cached = await asyncio.to_thread(
-            analyze, self.view, a.bars[tf], b.bars[tf], now_us=now, cached=self._cached
+            self._analyze, self.view, a.bars, b.bars, now, self._cached
         )
         return snapshot
+
+    @staticmethod
+    def _analyze(view, bars_a, bars_b, now_us, cached):
+        tf = view.timeframe
+        snapshot, cached = analyze(view, bars_a[tf], bars_b[tf], now_us=now_us, cached=cached)
+        glances = tuple(
+            snapshot.summary
+            if other == tf
+            else analyze(
+                replace(view, timeframe=other),
+                bars_a[other],
+                bars_b[other],
+                now_us=now_us,
+                with_tests=False,
+            )[0].summary
+            for other in TIMEFRAMES
+        )
+        return replace(snapshot, glances=glances), cached

@@ -55,6 +55,7 @@ class SymbolStats:
     received: int
     stored: int
     last_trade_us: int | None
+    latency_us: int | None = None  # receive time minus trade time, last trade
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pairs_tui.engine import PairEngine, PairSnapshot, PairView
+from pairs_tui.export import pair_export, write_export
 from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
 from pairs_tui.ingest import Ingest
@@ -47,33 +50,82 @@ class Session:
         self._engine = PairEngine(self.store, self.view, plan.kind)
         if plan.feed is None:
             return
-        options = plan.feed
         if plan.demo:
             self.server = await DemoServer(seed=plan.seed, rate=plan.demo_rate).start()
+        self._start_feed()
+
+    def _start_feed(self) -> None:
+        assert self.store is not None and self.plan.feed is not None
+        options = self.plan.feed
+        if self.server is not None:
             options = replace(options, ws_url=self.server.url)
         feed = BinanceFeed(self.view.symbols, options, on_event=lambda text: None)
-        self.ingest = Ingest(feed, self.store, flush_interval=plan.flush_interval)
+        self.ingest = Ingest(feed, self.store, flush_interval=self.plan.flush_interval)
         self._ingest_task = asyncio.create_task(self.ingest.run(), name="ingest")
 
-    async def stop(self) -> None:
-        """Stop the feed, commit everything pending, close the store."""
+    async def _stop_feed(self) -> None:
         if self.ingest is not None and self._ingest_task is not None:
             self.ingest.stop()
             with contextlib.suppress(Exception):
                 await self._ingest_task
+
+    async def stop(self) -> None:
+        """Stop the feed, commit everything pending, close the store."""
+        await self._stop_feed()
         if self.server is not None:
             await self.server.stop()
         if self.store is not None:
             await self.store.close()
 
-    def set_view(self, view: PairView) -> None:
+    @property
+    def feed_label(self) -> str | None:
+        """How the header names the feed: None when there is none."""
+        if self.plan.feed is None:
+            return None
+        return "demo" if self.plan.demo else "live"
+
+    async def set_view(self, view: PairView) -> None:
+        """A new pair subscribes the feed to its symbols (the store keeps the old ones)."""
+        switched = view.symbols != self.view.symbols
         self.view = view
         if self._engine is not None:
             self._engine.set_view(view)
+        if switched and self.plan.feed is not None and self.store is not None:
+            await self._stop_feed()
+            self._start_feed()
 
     async def refresh(self) -> PairSnapshot:
         assert self._engine is not None, "start() first"
         return await self._engine.refresh()
 
+    def trades_seen(self) -> int:
+        """Trades of the pair folded into bars so far: moves whenever new data arrives."""
+        assert self._engine is not None, "start() first"
+        return self._engine.trades_seen
+
     def feed_stats(self) -> FeedStats | None:
         return self.ingest.stats() if self.ingest is not None else None
+
+    async def export(self, target: Path, whats: tuple[str, ...], *, into_dir: bool) -> list[Path]:
+        """The current view's CSVs, as `pairs-tui export` writes them (same data, same
+        sidecars) of what is stored now, into the directory `target` (files named after
+        the view and the time) or, `into_dir` false, into the file `target`."""
+        assert self.store is not None, "start() first"
+        if into_dir and not target.is_dir():
+            raise FileNotFoundError(2, "no such directory", str(target))
+        view, kind = self.view, self.plan.kind
+        now_us = time.time_ns() // 1000
+        bars_a, bars_b, snapshot = await pair_export(
+            self.store, view, kind, until_us=now_us, now_us=now_us
+        )
+        stamp = datetime.fromtimestamp(now_us / 1e6, UTC).strftime("%Y%m%dT%H%M%SZ")
+        written: list[Path] = []
+        for what in whats:
+            out = target
+            if into_dir:
+                name = f"{view.symbol_a}-{view.symbol_b}-{view.timeframe}-{what}-{stamp}.csv"
+                out = target / name.lower()
+            written += await asyncio.to_thread(
+                write_export, what, out, view, kind, bars_a, bars_b, snapshot, (None, now_us)
+            )
+        return written

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from pairs_tui.feed.demo import DemoTrade, SyntheticMarket
+from pairs_tui.model import StreamKind
+from pairs_tui.store import TickStore
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO.parent / "shared" / "binance" / "samples"
 
@@ -27,6 +31,34 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "ticks.db"
+
+
+PAIR = ("BTCUSDT", "ETHUSDT")
+TAPE_START_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+
+
+def market(seed: int = 1, symbols: tuple[str, ...] = PAIR) -> SyntheticMarket:
+    """The demo market from a fixed start: the same seed gives the same tape, ids too."""
+    m = SyntheticMarket(seed=seed, rate=20, start_ms=TAPE_START_MS)
+    for symbol in symbols:
+        m.add(symbol)
+    return m
+
+
+async def write_trades(store: TickStore, trades: list[DemoTrade]) -> None:
+    ids = await store.series_ids(sorted({t.symbol for t in trades}), StreamKind.TRADE)
+    await store.write(
+        [
+            (ids[t.symbol], t.trade_id, t.time_ms * 1000, None, t.price, t.qty, t.buyer_maker)
+            for t in trades
+        ]
+    )
+
+
+async def store_tape(db_path: Path, seconds: float, seed: int = 1) -> None:
+    """A tick store holding `seconds` of the fixed demo tape of BTCUSDT and ETHUSDT."""
+    async with await TickStore.open(db_path) as store:
+        await write_trades(store, market(seed).advance_to(seconds))
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import market
+from conftest import write_trades as write
 
 from pairs_tui.engine import PairEngine, PairView, ViewError, analyze
 from pairs_tui.export import load_pair
-from pairs_tui.feed.demo import DemoTrade, SyntheticMarket
 from pairs_tui.model import StreamKind
 from pairs_tui.store import TickStore
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
-
-
-async def write(store: TickStore, trades: list[DemoTrade]) -> None:
-    ids = await store.series_ids(SYMBOLS, StreamKind.TRADE)
-    await store.write(
-        [
-            (ids[t.symbol], t.trade_id, t.time_ms * 1000, None, t.price, t.qty, t.buyer_maker)
-            for t in trades
-        ]
-    )
-
-
-def market(seed: int = 1) -> SyntheticMarket:
-    m = SyntheticMarket(seed=seed, rate=20)
-    for s in SYMBOLS:
-        m.add(s)
-    return m
 
 
 async def test_refreshing_chunk_by_chunk_equals_one_shot(db_path):

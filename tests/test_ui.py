@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
 
-from conftest import wait_until
+import pytest
+from conftest import store_tape, wait_until
+from textual.command import CommandList
 from textual.geometry import Region
+from textual.widgets._footer import FooterKey
 
+from pairs_tui.cli import main
 from pairs_tui.engine import PairView
 from pairs_tui.feed.binance import FeedOptions
 from pairs_tui.session import Session, SessionPlan
-from pairs_tui.ui.app import PairsApp
-from pairs_tui.ui.widgets import ChartView, StatsPanel, StatusLine
+from pairs_tui.ui.app import CHARTS, PairsApp
+from pairs_tui.ui.commands import interpret
+from pairs_tui.ui.help import HelpScreen
+from pairs_tui.ui.widgets import ChartView, Readout, StatsPanel, StatusLine
 
 
-def make_app(db_path, *, window=3, lookback=40, timeframe="1s", feed=True) -> PairsApp:
+def make_app(db_path, *, window=3, lookback=40, timeframe="1s", feed=True, **options) -> PairsApp:
     plan = SessionPlan(
         PairView("BTCUSDT", "ETHUSDT", timeframe, window, lookback),
         db_path,
@@ -25,12 +35,29 @@ def make_app(db_path, *, window=3, lookback=40, timeframe="1s", feed=True) -> Pa
         demo_rate=40.0,
         flush_interval=0.1,
     )
-    return PairsApp(Session(plan), refresh_every=0.25)
+    return PairsApp(Session(plan), refresh_every=0.25, **options)
+
+
+def exit_code(args: list[str]) -> int:
+    """`pairs-tui ARGS` in this process (off the loop: it runs its own)."""
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    return done.value.code
+
+
+def drawn(app: PairsApp, bars: int = 1) -> bool:
+    return app.snapshot is not None and app.snapshot.summary.n_bars >= bars
 
 
 def on_screen(widget) -> str:
     """The text the widget currently puts on the screen."""
     return "\n".join(strip.text for strip in widget.render_lines(Region(0, 0, *widget.size)))
+
+
+def colours(widget) -> set:
+    """The foreground colours the widget puts on the screen."""
+    lines = widget.render_lines(Region(0, 0, *widget.size))
+    return {seg.style.color for strip in lines for seg in strip if seg.style and seg.style.color}
 
 
 def text(app: PairsApp, widget) -> str:
@@ -45,12 +72,12 @@ async def test_the_screen_fills_in_on_the_demo_feed(db_path):
     app = make_app(db_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(lambda: "Collecting data:" in chart(app, "zscore"), 10)  # no fake values
-        await wait_until(
-            lambda: app.snapshot is not None and app.snapshot.summary.zscore is not None, 20
-        )
+        assert re.search(r"Collecting data: \d / 4 bars", chart(app, "zscore"))  # W + 1
+        await wait_until(lambda: "rolling correlation" in chart(app, "corr"), 20)
         await pilot.pause(0.5)
         status = text(app, StatusLine)
-        assert "BTCUSDT/ETHUSDT  1s  W=3  L=40  connected" in status and "trades/s" in status
+        assert "BTCUSDT/ETHUSDT  1s  W=3  L=40  demo connected" in status and "trades/s" in status
+        assert re.search(r"latency \d+ ms", status)
         assert "z-score (W=3)" in chart(app, "zscore")
         assert "rolling correlation" in chart(app, "corr")
         assert "Collecting" not in chart(app, "prices")
@@ -58,6 +85,8 @@ async def test_the_screen_fills_in_on_the_demo_feed(db_path):
         assert re.search(r"bars / trades\s+\d+ / [\d,]+", stats)
         assert re.search(r"z-score\s+([+-]\d+\.\d\d|-)", stats)
         assert re.search(r"beta\s+-?\d", stats) and "EG stat / p" in stats
+        assert re.search(r"1s\s+1m\s+5m", stats)  # the few numbers at every timeframe
+        assert re.search(r"z\s+[+-]\d\.\d\d", stats)
         await pilot.press("q")
     assert app.return_value == 0
 
@@ -123,3 +152,256 @@ async def test_resizing_never_crashes(db_path):
             assert "BTCUSDT/ETHUSDT" in text(app, StatusLine)
         await pilot.press("q")
     assert app.return_value == 0
+
+
+async def test_pause_freezes_the_numbers_while_recording_goes_on(db_path):
+    app = make_app(db_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: drawn(app, 5), 15)
+        await pilot.press("space")
+        frozen = on_screen(app.screen.query_one(StatsPanel)), chart(app, "zscore")
+        await wait_until(lambda: re.search(r"PAUSED \+[1-9][\d,]* trades", text(app, StatusLine)))
+        first = int(re.search(r"PAUSED \+([\d,]+)", text(app, StatusLine))[1].replace(",", ""))
+        await pilot.pause(1.5)  # a second bar closes, trades keep coming
+        later = int(re.search(r"PAUSED \+([\d,]+)", text(app, StatusLine))[1].replace(",", ""))
+        assert later > first
+        assert (on_screen(app.screen.query_one(StatsPanel)), chart(app, "zscore")) == frozen
+        await pilot.press("space")
+        await wait_until(lambda: on_screen(app.screen.query_one(StatsPanel)) != frozen[0], 5)
+        assert "PAUSED" not in text(app, StatusLine)
+        await pilot.press("q")
+
+
+async def test_the_cursor_reads_out_bars_and_esc_returns_to_live(db_path):
+    await store_tape(db_path, 120)
+    app = make_app(db_path, feed=False, window=5, lookback=60)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: drawn(app, 60), 10)
+        readout = app.screen.query_one(Readout)
+        assert not readout.display
+        series = app.snapshot.series
+        await pilot.press("left")
+        assert app.paused and readout.display
+        stamp = datetime.fromtimestamp(series.ts_us[-1] / 1e6, UTC).strftime("%H:%M:%S")
+        assert stamp in text(app, Readout) and f"{series.close_a[-1]:,.8g}" in text(app, Readout)
+        for _ in range(3):
+            await pilot.press("left")
+        earlier = datetime.fromtimestamp(series.ts_us[-4] / 1e6, UTC).strftime("%H:%M:%S")
+        assert earlier in text(app, Readout)
+        assert f"z {series.zscore[-4]:+.2f}" in text(app, Readout)
+        await pilot.press("right")
+        assert app.cursor == len(series) - 3
+        await pilot.press("escape")
+        assert not app.paused and not readout.display and app.cursor is None
+        await pilot.press("q")
+
+
+async def test_export_hotkey_writes_what_pairs_tui_export_writes(db_path, tmp_path, capsys):
+    await store_tape(db_path, 300)
+    out = tmp_path / "exports"
+    out.mkdir()
+    app = make_app(db_path, feed=False, window=5, lookback=60, export_dir=out)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await wait_until(lambda: drawn(app), 10)
+        await pilot.press("e")
+        await wait_until(lambda: any(n.title == "exported" for n in app._notifications), 10)
+        toast = next(n for n in app._notifications if n.title == "exported").message
+        await pilot.press("q")
+    files = sorted(out.glob("*.csv"))
+    assert [f.name.split("-")[3] for f in files] == ["analytics", "bars"]
+    assert all(str(f) in toast for f in files)
+    assert all(f.with_suffix(".csv.meta.json").is_file() for f in files)
+    for f in files:
+        what = f.name.split("-")[3]
+        cli = tmp_path / f"cli-{what}.csv"
+        args = ["export", "btcusdt", "ethusdt", "--what", what, "--db", str(db_path)]
+        args += ["--timeframe", "1s", "--window", "5", "--lookback", "60", "-o", str(cli)]
+        assert await asyncio.to_thread(exit_code, args) == 0, capsys.readouterr().err
+        assert f.read_text() == cli.read_text()
+
+
+async def test_an_unwritable_export_directory_is_an_error_toast_not_a_crash(db_path, tmp_path):
+    await store_tape(db_path, 120)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() == 0:  # root writes anywhere it may chmod: take a read-only mount
+        locked = Path("/sys")
+    app = make_app(db_path, feed=False, window=5, lookback=60, export_dir=locked)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await wait_until(lambda: drawn(app), 10)
+        await pilot.press("e")
+        await wait_until(lambda: any(n.title == "export failed" for n in app._notifications), 10)
+        note = next(n for n in app._notifications if n.title == "export failed")
+        assert f"cannot write {locked}" in note.message
+        await pilot.press("1")  # the app goes on
+        assert app.session.view.timeframe == "1s"
+        await pilot.press("q")
+    assert app.return_value == 0
+
+
+async def test_export_into_a_missing_directory_says_so(db_path, tmp_path):
+    await store_tape(db_path, 120)
+    app = make_app(db_path, feed=False, window=5, lookback=60, export_dir=tmp_path / "nope")
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await wait_until(lambda: drawn(app), 10)
+        await pilot.press("e")
+        await wait_until(lambda: any(n.title == "export failed" for n in app._notifications), 10)
+        note = next(n for n in app._notifications if n.title == "export failed")
+        assert "nope" in note.message and "no such directory" in note.message
+        await pilot.press("q")
+
+
+async def palette(pilot, query: str) -> str:
+    """Open the command palette, type `query`, return the text of the hit list."""
+    await pilot.press("ctrl+p")
+    await pilot.pause(0.2)
+    await pilot.press(*query)
+    await pilot.pause(0.5)  # the search runs in the background
+    return str(pilot.app.screen.query_one(CommandList).render_lines(Region(0, 0, 100, 10)))
+
+
+async def test_the_palette_sets_an_exact_window_and_explains_a_bad_one(db_path):
+    await store_tape(db_path, 120)
+    app = make_app(db_path, feed=False, window=5, lookback=100)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await wait_until(lambda: drawn(app), 10)
+        hits = await palette(pilot, "window 12")
+        assert "view: window 12" in hits
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.session.view.window == 12 and "W=12" in text(app, StatusLine)
+        hits = await palette(pilot, "window many")
+        assert "type a whole number of bars" in hits
+        await pilot.press("escape")
+        hits = await palette(pilot, "pair solusdt solusdt")
+        assert "given twice" in hits
+        await pilot.press("escape")
+        hits = await palette(pilot, "lookback 3")
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.session.view.lookback == 100  # refused: L < W + 2
+        assert any("lookback must be at least" in n.message for n in app._notifications)
+        await pilot.press("q")
+
+
+async def test_the_palette_switches_the_pair_and_the_feed_follows(db_path):
+    app = make_app(db_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: drawn(app), 15)
+        await palette(pilot, "pair solusdt bnbusdt")
+        await pilot.press("enter")
+        await wait_until(lambda: app.snapshot.view.symbols == ("SOLUSDT", "BNBUSDT"), 10)
+        assert "SOLUSDT/BNBUSDT" in text(app, StatusLine)
+        await wait_until(lambda: drawn(app, 2), 15)  # trades of the new pair arrive
+        await pilot.press("q")
+    with sqlite3.connect(db_path) as conn:
+        symbols = {row[0] for row in conn.execute("SELECT symbol FROM series")}
+    assert {"SOLUSDT", "BNBUSDT", "BTCUSDT", "ETHUSDT"} <= symbols
+
+
+def test_interpret_parses_arguments_and_explains_bad_ones():
+    themes = ["nord", "textual-dark"]
+    [hit] = interpret("lookback 900", themes)
+    assert (hit.title, hit.action) == ("view: lookback 900", "set_lookback(900)")
+    [hit] = interpret("pair SOLUSDT bnbusdt", themes)
+    assert hit.action == "pair('SOLUSDT', 'BNBUSDT')"
+    [hit] = interpret("refresh 9", themes)
+    assert hit.action is None and "between 0.25 and 5" in hit.help
+    [hit] = interpret("refresh 2", themes)
+    assert hit.action == "refresh_every(2.0)"
+    [hit] = interpret("theme no", themes)
+    assert hit.title == "display: theme nord" and hit.action == "theme('nord')"
+    [hit] = interpret("export bars /no/such/dir/x.csv", themes)
+    assert hit.action is None and "no directory /no/such/dir" in hit.help
+    [hit] = interpret("tf 2m", themes)
+    assert hit.action is None and "use 1s, 1m or 5m" in hit.help
+    assert list(interpret("help", themes)) == []  # left to the fuzzy search
+
+
+async def test_help_lists_every_key(db_path):
+    app = make_app(db_path, feed=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, HelpScreen)
+        shown = on_screen(app.screen.query_one("#help"))
+        for key, _ in PairsApp.HELP:
+            assert key in shown
+        assert "view: pair A B" in shown
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("q")
+
+
+async def test_every_key_is_in_the_footer(db_path):
+    app = make_app(db_path, feed=False)
+    async with app.run_test(size=(200, 40)) as pilot:
+        await pilot.pause(0.2)
+        footer = " ".join(on_screen(key) for key in app.screen.query(FooterKey))
+        for label in (
+            "1s",
+            "1m",
+            "5m",
+            "W-",
+            "W+",
+            "L-",
+            "L+",
+            "Pause",
+            "Live",
+            "Export",
+            "Help",
+            "Quit",
+        ):
+            assert label in footer, label
+        await pilot.press("q")
+
+
+async def test_small_terminals_collapse_the_layout(db_path):
+    await store_tape(db_path, 120)
+    app = make_app(db_path, feed=False, window=5, lookback=60)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(lambda: drawn(app), 10)
+        await pilot.pause(0.3)
+        stats = app.screen.query_one(StatsPanel)
+        assert stats.region.width == 80 and stats.region.y == 1  # on top, full width
+        assert re.search(r"z [+-]\d\.\d\d  corr", on_screen(stats))
+        assert not app.screen.query_one("#prices").display or "short" in app.screen.classes
+        for name in ("spread", "zscore", "corr"):
+            assert app.screen.query_one(f"#{name}", ChartView).region.height >= 5, name
+        await pilot.resize_terminal(39, 11)
+        await pilot.pause(0.3)
+        assert "too small" in on_screen(app.screen.query_one("#too-small"))
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause(0.5)
+        assert app.screen.query_one(StatsPanel).region.x > 100  # back beside the charts
+        await pilot.press("q")
+
+
+async def test_lean_mode_draws_monochrome_charts(db_path):
+    await store_tape(db_path, 120)
+    app = make_app(db_path, feed=False, window=5, lookback=60, lean=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: drawn(app), 10)
+        await pilot.pause(0.3)
+        assert len(colours(app.screen.query_one("#zscore"))) == 1  # the text colour alone
+        await palette(pilot, "lean")
+        await pilot.press("enter")
+        await wait_until(lambda: not app.lean, 5)
+        await pilot.pause(0.5)
+        assert len(colours(app.screen.query_one("#zscore"))) > 2  # line, thresholds, text
+        await pilot.press("q")
+
+
+async def test_charts_are_not_redrawn_when_nothing_changed(db_path):
+    await store_tape(db_path, 120)
+    app = make_app(db_path, feed=False, window=5, lookback=60)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: drawn(app), 10)
+        await pilot.pause(0.3)
+        charts = [app.screen.query_one(f"#{name}", ChartView) for name in CHARTS]
+        shown = [c.visual for c in charts]
+        await pilot.pause(1.0)  # four ticks of the clock, no new trades
+        assert [c.visual for c in charts] == shown and all(
+            a is b for a, b in zip((c.visual for c in charts), shown, strict=True)
+        )
+        await pilot.press("q")

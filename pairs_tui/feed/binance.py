@@ -200,6 +200,7 @@ class _Symbol:
     received: int = 0
     drained: int = 0
     last_trade_us: int | None = None
+    latency_us: int | None = None  # receive time minus trade time, last trade
 
 
 def full_jitter(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
@@ -282,7 +283,13 @@ class BinanceFeed:
             state=self.state,
             url=self.url,
             symbols=tuple(
-                SymbolStats(st.symbol, st.received, stored.get(st.symbol, 0), st.last_trade_us)
+                SymbolStats(
+                    st.symbol,
+                    st.received,
+                    stored.get(st.symbol, 0),
+                    st.last_trade_us,
+                    st.latency_us,
+                )
                 for st in self._states.values()
             ),
             reconnects=c.reconnects,
@@ -434,10 +441,11 @@ class BinanceFeed:
                 counters.ignored += 1
                 continue
             ts = msg.T if msg.T >= _MICROS_THRESHOLD else msg.T * 1000
-            st.last_trade_us = ts
+            recv = time.time_ns() // 1000
+            st.last_trade_us, st.latency_us = ts, recv - ts
             st.received += 1
             rows = self._rows
-            rows.append((st.series, msg.id, ts, time.time_ns() // 1000, msg.p, msg.q, msg.m))
+            rows.append((st.series, msg.id, ts, recv, msg.p, msg.q, msg.m))
             if len(rows) >= batch_rows:
                 self._ready.set()
                 if len(rows) >= max_pending:

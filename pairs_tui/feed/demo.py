@@ -69,11 +69,18 @@ class _Instrument:
 class SyntheticMarket:
     """Deterministic for a given seed: the same symbols get the same tape."""
 
-    def __init__(self, seed: int | None = None, rate: float = 20.0, *, dt: float = 0.05):
+    def __init__(
+        self,
+        seed: int | None = None,
+        rate: float = 20.0,
+        *,
+        dt: float = 0.05,
+        start_ms: int | None = None,  # a fixed start replays the very same tape
+    ):
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(4), "big")
         self.rate = rate
         self.dt = dt
-        self.start_ms = time.time_ns() // 1_000_000
+        self.start_ms = start_ms if start_ms is not None else time.time_ns() // 1_000_000
         # ids start at the start time in µs, so a later run never reuses a recorded id
         self._first_id = self.start_ms * 1000
         self._common_rng = random.Random(f"{self.seed}:common")

@@ -2,35 +2,56 @@
 
 The session (feed, store, engine) runs on the same event loop; the statistics and the
 chart rendering run in worker threads, so a key press is handled at once even while a
-refresh is being computed.
+refresh is being computed. A chart is sent to the terminal only when its text changed:
+over a slow SSH link the bytes are the budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer
+from textual.events import Resize
+from textual.reactive import reactive
+from textual.widgets import Footer, Static
 
+from pairs_tui.analytics import MIN_OLS_BARS
 from pairs_tui.engine import PairSnapshot, PairView, ViewError
-from pairs_tui.model import FeedState, FeedStats
+from pairs_tui.model import FeedState, FeedStats, SymbolError, normalise_symbols
 from pairs_tui.session import Session
-from pairs_tui.ui.charts import ChartSpec, Line, render
-from pairs_tui.ui.widgets import ChartView, StatsPanel, StatusLine
+from pairs_tui.ui.charts import ChartSpec, Line, fingerprint, render, waiting_for
+from pairs_tui.ui.commands import REFRESH_RANGE, PairCommands
+from pairs_tui.ui.help import HelpScreen
+from pairs_tui.ui.widgets import (
+    AlertPanel,
+    ChartView,
+    Readout,
+    StatsPanel,
+    StatusLine,
+    readout,
+)
 
 WINDOW_STEP = 5
 LOOKBACK_STEP = 100
 Z_THRESHOLDS = (2.0, -2.0)
 CHARTS = ("prices", "spread", "zscore", "corr")
+NARROW = (100, 30)  # below either: stacked charts, short stats
+TOO_SMALL = (40, 12)
+STALE_AFTER_S = 10.0  # connected, yet no trade for this long: say so
 
 
-def chart_specs(snapshot: PairSnapshot) -> dict[str, ChartSpec]:
+def chart_specs(snapshot: PairSnapshot, cursor: int | None = None) -> dict[str, ChartSpec]:
     """What each chart draws, from one snapshot."""
     s = snapshot.series
     view = snapshot.view
@@ -48,39 +69,63 @@ def chart_specs(snapshot: PairSnapshot) -> dict[str, ChartSpec]:
             f"prices, 100 = start ({view.symbol_a} cyan, {view.symbol_b} magenta)",
             ts,
             (Line(norm_a, view.symbol_a, "cyan"), Line(norm_b, view.symbol_b, "magenta")),
+            cursor=cursor,
         ),
-        "spread": ChartSpec("spread, mean, ±1 sd, ±2 sd", ts, (Line(s.spread, "spread"),), bands),
+        "spread": ChartSpec(
+            "spread, mean, ±1 sd, ±2 sd",
+            ts,
+            (Line(s.spread, "spread"),),
+            bands,
+            cursor,
+            needs=MIN_OLS_BARS,
+        ),
         "zscore": ChartSpec(
             f"z-score (W={view.window})",
             ts,
             (Line(s.zscore, "z", "green"),),
             tuple((t, "red") for t in Z_THRESHOLDS),
+            cursor,
+            needs=view.window + 1,
         ),
         "corr": ChartSpec(
-            f"rolling correlation of returns (W={view.window})", ts, (Line(s.corr, "corr", "blue"),)
+            f"rolling correlation of returns (W={view.window})",
+            ts,
+            (Line(s.corr, "corr", "blue"),),
+            cursor=cursor,
+            needs=view.window + 2,  # W returns need W + 1 bars
         ),
     }
 
 
-def status_text(view: PairView, stats: FeedStats | None, rate: float, now: float) -> str:
-    feed = "no feed"
-    if stats is not None:
-        feed = stats.state.value
-        if stats.state is FeedState.RECONNECTING and stats.retry_at is not None:
-            feed = f"reconnecting in {max(0.0, stats.retry_at - now):.0f}s"
-        last = max((s.last_trade_us or 0 for s in stats.symbols), default=0)
-        if last:
-            latency_ms = max(0, time.time_ns() // 1000 - last) / 1000
-            feed += f"  {rate:.0f} trades/s  latency {latency_ms:.0f} ms"
-    return (
-        f"{view.symbol_a}/{view.symbol_b}  {view.timeframe}  W={view.window}  "
-        f"L={view.lookback}  {feed}"
-    )
+def feed_text(label: str | None, stats: FeedStats | None, rate: float, now: float) -> str:
+    """connected / reconnecting in Ns / stale / demo / no feed, then rate and latency."""
+    if label is None or stats is None:
+        return "no feed (viewing the store)"
+    state = stats.state.value
+    if stats.state is FeedState.RECONNECTING and stats.retry_at is not None:
+        state = f"reconnecting in {max(0.0, stats.retry_at - now):.0f}s"
+    last = max((s.last_trade_us or 0 for s in stats.symbols), default=0)
+    if stats.state is FeedState.CONNECTED and last:
+        quiet = time.time() - last / 1e6
+        if quiet > STALE_AFTER_S:
+            state = f"stale (no trades for {quiet:.0f}s)"
+    text = f"{label} {state}  {rate:.0f} trades/s"
+    latencies = [s.latency_us for s in stats.symbols if s.latency_us is not None]
+    if latencies:
+        text += f"  latency {max(0, max(latencies)) / 1000:.0f} ms"
+    return text
+
+
+def status_text(view: PairView, feed: str, paused: int | None) -> str:
+    head = f"{view.symbol_a}/{view.symbol_b}  {view.timeframe}  W={view.window}  L={view.lookback}"
+    pause = "" if paused is None else f"  PAUSED +{paused:,} trades"
+    return f"{head}  {feed}{pause}"
 
 
 class PairsApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "pairs-tui"
+    COMMANDS = App.COMMANDS | {PairCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "timeframe('1s')", "1s", id="timeframe-1s"),
         Binding("2", "timeframe('1m')", "1m", id="timeframe-1m"),
@@ -89,32 +134,97 @@ class PairsApp(App[int]):
         Binding("right_square_bracket", "window(1)", "W+", id="window-up"),
         Binding("minus", "lookback(-1)", "L-", id="lookback-down"),
         Binding("plus,equals_sign", "lookback(1)", "L+", id="lookback-up"),
+        Binding("space", "pause", "Pause", id="pause"),
+        Binding("left", "cursor(-1)", "◀", id="cursor-left"),
+        Binding("right", "cursor(1)", "▶", id="cursor-right"),
+        Binding("escape", "live", "Live", id="live"),
+        Binding("e", "export", "Export", id="export"),
+        Binding("question_mark", "help", "Help", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
     ]
+    HELP: ClassVar[list[tuple[str, str]]] = [
+        ("1 2 3", "timeframe 1s / 1m / 5m"),
+        ("[ ]", f"window W -/+ {WINDOW_STEP} bars"),
+        ("- +", f"lookback L -/+ {LOOKBACK_STEP} bars"),
+        ("space", "pause / resume the display (recording and alerts go on)"),
+        ("← →", "inspection cursor along the charts (pauses)"),
+        ("esc", "back to live"),
+        ("e", "export bars and analytics CSV of this view"),
+        ("?", "this help"),
+        ("q", "quit (the store is flushed)"),
+    ]
 
-    def __init__(self, session: Session, *, refresh_every: float = 0.5) -> None:
+    paused: reactive[bool] = reactive(False)
+    cursor: reactive[int | None] = reactive(None)  # a bar index of the shown snapshot
+    lean: reactive[bool] = reactive(False)
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        refresh_every: float = 0.5,
+        lean: bool = False,
+        export_dir: Path | None = None,
+        redraw_always: bool = False,
+    ) -> None:
         super().__init__()
         self.session = session
         self.refresh_every = refresh_every
-        self.snapshot: PairSnapshot | None = None
+        self.export_dir = export_dir
+        self.redraw_always = redraw_always  # the naive baseline the benchmark compares to
+        self.snapshot: PairSnapshot | None = None  # what the screen shows
+        self._prints: dict[str, object] = {}  # what each chart shows, as a fingerprint
+        self._stats: object = None  # what the stats panel shows
+        self._paused_at = 0  # trades seen when the display froze
         self._last_count: tuple[float, int] | None = None
         self._rate = 0.0
+        self._quitting = False
+        self._timer = None
+        self.set_reactive(PairsApp.lean, lean)
 
     def compose(self) -> ComposeResult:
-        yield StatusLine(status_text(self.session.view, None, 0.0, 0.0))
+        yield StatusLine("")
+        yield Static("terminal too small: make it at least 40 x 12", id="too-small")
         with Horizontal(id="body"):
             with Vertical(id="charts"):
                 for name in CHARTS:
                     yield ChartView("Collecting data...", id=name)
-            yield StatsPanel()
+                yield Readout("")
+            with Vertical(id="side"):
+                yield StatsPanel()
+                yield AlertPanel("alerts: no rules set")
         yield Footer()
 
     async def on_mount(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: self.run_worker(self._quit()))
+        # a dropped SSH session: flush and go, even if the terminal cannot be restored
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.run_worker(self._quit(hang_up=True)))
+        self._layout(self.size.width, self.size.height)
+        self._show_status()
         await self.session.start()
-        self.set_interval(self.refresh_every, self.refresh_data)
+        self._timer = self.set_interval(self.refresh_every, self.refresh_data)
         self.refresh_data()
 
-    # -- the clock -------------------------------------------------------------------
+    def on_unmount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    # -- layout -----------------------------------------------------------------------
+    def on_resize(self, event: Resize) -> None:
+        self._layout(event.size.width, event.size.height)
+        self.refresh_data()
+
+    def _layout(self, width: int, height: int) -> None:
+        self.screen.set_class(width < NARROW[0] or height < NARROW[1], "narrow")
+        self.screen.set_class(width < TOO_SMALL[0] or height < TOO_SMALL[1], "too-small")
+        self.screen.set_class(height < NARROW[1], "short")
+
+    def watch_lean(self, lean: bool) -> None:
+        self.screen.set_class(lean, "lean")
+
+    # -- the clock --------------------------------------------------------------------
     @work(exclusive=True, group="refresh", exit_on_error=False)
     async def refresh_data(self) -> None:
         try:
@@ -122,61 +232,200 @@ class PairsApp(App[int]):
         except Exception as exc:  # a store problem must show, not kill the screen
             self.notify(f"refresh failed: {exc}", severity="error")
             return
+        if self.paused and self.snapshot is not None:
+            if self.snapshot.view == snapshot.view:
+                self._show_status()
+                return  # ingestion goes on; the screen keeps what it showed
+            # a new view while paused: show it once, frozen from here
+            self.cursor = None
+            self._paused_at = self.session.trades_seen()
+        await self._draw(snapshot)
+
+    async def _draw(self, snapshot: PairSnapshot) -> None:
         sizes = {name: self.query_one(f"#{name}", ChartView).size for name in CHARTS}
-        texts = await asyncio.to_thread(self._render, snapshot, sizes)
-        self._show(snapshot, texts)
-
-    @staticmethod
-    def _render(snapshot: PairSnapshot, sizes) -> dict[str, object]:
-        reason = snapshot.summary.reason
-        if reason and reason.startswith("collecting") and "ADF" not in reason:
-            return {
-                name: f"Collecting data: {reason.removeprefix('collecting: ')}" for name in CHARTS
-            }
-        specs = chart_specs(snapshot)
-        return {name: render(specs[name], sizes[name].width, sizes[name].height) for name in CHARTS}
-
-    def _show(self, snapshot: PairSnapshot, texts: dict[str, object]) -> None:
+        prints = {} if self.redraw_always else self._prints
+        charts = await asyncio.to_thread(
+            self._render, snapshot, sizes, self.cursor, self.lean, prints
+        )
+        short = self.screen.has_class("narrow")
+        stats = (snapshot.summary, snapshot.glances, short)
         self.snapshot = snapshot
         with self.batch_update():
-            for name, text in texts.items():
-                self.query_one(f"#{name}", ChartView).update(text)
-            self.query_one(StatsPanel).show(snapshot.summary)
+            for name, (fp, content) in charts.items():
+                self.query_one(f"#{name}", ChartView).update(content)
+                self._prints[name] = fp
+            if stats != self._stats or self.redraw_always:
+                self.query_one(StatsPanel).show(snapshot.summary, snapshot.glances, short=short)
+                self._stats = stats
+            self._show_readout()
             self._show_status()
 
+    @staticmethod
+    def _render(
+        snapshot: PairSnapshot, sizes, cursor: int | None, lean: bool, prints: dict[str, object]
+    ) -> dict[str, tuple[object, Text | str]]:
+        """The charts whose fingerprint changed, rendered; each chart draws as soon as it
+        has two points (prices before the z-score, which needs W + 1 bars)."""
+        out: dict[str, tuple[object, Text | str]] = {}
+        for name, spec in chart_specs(snapshot, cursor).items():
+            size = sizes[name]
+            waiting = waiting_for(spec)
+            fp = waiting or fingerprint(spec, size.width, size.height, mono=lean)
+            if fp != prints.get(name):
+                out[name] = (fp, waiting or render(spec, size.width, size.height, mono=lean))
+        return out
+
+    def _show_readout(self) -> None:
+        widget = self.query_one(Readout)
+        snapshot, i = self.snapshot, self.cursor
+        widget.display = snapshot is not None and i is not None
+        if snapshot is not None and i is not None:
+            widget.update(readout(snapshot.series, i, snapshot.view.symbols))
+
     def _show_status(self) -> None:
-        stats = self.session.feed_stats()
+        session = self.session
+        stats = session.feed_stats()
         now = asyncio.get_running_loop().time()
         if stats is not None:
             count = sum(s.received for s in stats.symbols)
             if self._last_count is not None and now > self._last_count[0]:
                 self._rate = (count - self._last_count[1]) / (now - self._last_count[0])
             self._last_count = (now, count)
-        self.query_one(StatusLine).update(status_text(self.session.view, stats, self._rate, now))
+        feed = feed_text(session.feed_label, stats, self._rate, now)
+        paused = None
+        if self.paused and session.store is not None:
+            paused = max(0, session.trades_seen() - self._paused_at)
+        text = status_text(session.view, feed, paused)
+        line = self.query_one(StatusLine)
+        if str(line.render()) != text:
+            line.update(text)
 
-    # -- keys -------------------------------------------------------------------------
-    def _change_view(self, **changes: object) -> None:
+    # -- keys: the view ---------------------------------------------------------------
+    async def _change_view(self, **changes: object) -> None:
         try:
             view = replace(self.session.view, **changes)
         except ViewError as exc:
             self.notify(str(exc), severity="warning")
             return
-        self.session.set_view(view)
+        await self.session.set_view(view)
         self._show_status()
         self.refresh_data()
 
-    def action_timeframe(self, timeframe: str) -> None:
-        self._change_view(timeframe=timeframe)
+    async def action_timeframe(self, timeframe: str) -> None:
+        await self._change_view(timeframe=timeframe)
 
-    def action_window(self, direction: int) -> None:
-        view = self.session.view
-        self._change_view(window=max(2, view.window + direction * WINDOW_STEP))
+    async def action_window(self, direction: int) -> None:
+        await self.action_set_window(max(2, self.session.view.window + direction * WINDOW_STEP))
 
-    def action_lookback(self, direction: int) -> None:
+    async def action_lookback(self, direction: int) -> None:
         view = self.session.view
-        self._change_view(lookback=max(view.window + 2, view.lookback + direction * LOOKBACK_STEP))
+        await self.action_set_lookback(
+            max(view.window + 2, view.lookback + direction * LOOKBACK_STEP)
+        )
+
+    async def action_set_window(self, window: int) -> None:
+        await self._change_view(window=window)
+
+    async def action_set_lookback(self, lookback: int) -> None:
+        await self._change_view(lookback=lookback)
+
+    async def action_pair(self, symbol_a: str, symbol_b: str) -> None:
+        try:
+            a, b = normalise_symbols([symbol_a, symbol_b])
+        except SymbolError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        await self._change_view(symbol_a=a, symbol_b=b)
+
+    # -- keys: the display ------------------------------------------------------------
+    def watch_paused(self, paused: bool) -> None:
+        if paused and self.session.store is not None:
+            self._paused_at = self.session.trades_seen()
+        if not paused:
+            self.cursor = None
+        if self.is_mounted:
+            self._show_status()
+
+    def watch_cursor(self) -> None:
+        if self.snapshot is not None and self.is_mounted:
+            self.run_worker(self._draw(self.snapshot), group="cursor", exclusive=True)
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            self.refresh_data()
+
+    def action_cursor(self, step: int) -> None:
+        """The first press puts the cursor on the newest bar and freezes the display."""
+        if self.snapshot is None or len(self.snapshot.series) == 0:
+            return
+        last = len(self.snapshot.series) - 1
+        if self.cursor is None:
+            self.paused = True
+            self.cursor = last
+        else:
+            self.cursor = min(last, max(0, self.cursor + step))
+
+    def action_live(self) -> None:
+        if self.paused:
+            self.action_pause()
+
+    def action_lean(self) -> None:
+        self.lean = not self.lean
+        self.refresh_data()
+
+    def action_redraw(self) -> None:
+        self._prints, self._stats = {}, None
+        self.refresh_data()
+
+    def action_refresh_every(self, seconds: float) -> None:
+        low, high = REFRESH_RANGE
+        self.refresh_every = min(high, max(low, seconds))
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_interval(self.refresh_every, self.refresh_data)
+        self.notify(f"redrawing every {self.refresh_every:g} s")
+
+    def action_theme(self, name: str) -> None:
+        self.theme = name
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.HELP))
+
+    # -- keys: export and quit --------------------------------------------------------
+    def action_export(self) -> None:
+        self._export(self.export_dir or Path.cwd(), ("bars", "analytics"), into_dir=True)
+
+    def action_export_to(self, what: str, path: str) -> None:
+        target = Path(path)
+        self._export(target, (what,), into_dir=target.is_dir())
+
+    @work(group="export", exit_on_error=False)
+    async def _export(self, target: Path, whats: tuple[str, ...], *, into_dir: bool) -> None:
+        """Runs beside the clock: the export reads the store, the screen goes on."""
+        try:
+            written = await self.session.export(target, whats, into_dir=into_dir)
+        except OSError as exc:  # unwritable or missing directory: say so, go on
+            where = exc.filename or target
+            why = exc.strerror or str(exc)
+            self.notify(f"cannot write {where}: {why}", title="export failed", severity="error")
+            return
+        except Exception as exc:  # nothing stored yet for this view, say
+            self.notify(str(exc), title="export failed", severity="error")
+            return
+        self.notify("\n".join(str(p) for p in written), title="exported", timeout=8)
 
     async def action_quit(self) -> None:
+        await self._quit()
+
+    async def _quit(self, *, hang_up: bool = False) -> None:
+        if self._quitting:
+            return
+        self._quitting = True
         self.workers.cancel_group(self, "refresh")
         await self.session.stop()
+        if hang_up:  # Textual's writer dies with the terminal and its shutdown may then block
+            timer = threading.Timer(2.0, os._exit, (0,))
+            timer.daemon = True
+            timer.start()
         self.exit(0)

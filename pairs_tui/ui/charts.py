@@ -31,6 +31,8 @@ class ChartSpec:
     ts_us: np.ndarray
     lines: tuple[Line, ...]
     hlines: tuple[tuple[float, str], ...] = field(default_factory=tuple)  # (y, color)
+    cursor: int | None = None  # the bar under the inspection cursor
+    needs: int = 2  # bars before there are two points to draw
 
 
 def _labels(ts_us: np.ndarray, count: int = 4) -> tuple[list[float], list[str]]:
@@ -42,10 +44,52 @@ def _labels(ts_us: np.ndarray, count: int = 4) -> tuple[list[float], list[str]]:
     return [float(i) for i in idx], names
 
 
+def _step(spec: ChartSpec, width: int) -> int:
+    return max(1, len(spec.ts_us) // (2 * width))
+
+
+def waiting_for(spec: ChartSpec) -> str | None:
+    """Why the chart cannot be drawn yet (fewer than two points), or None."""
+    if any(np.isfinite(line.y).sum() >= 2 for line in spec.lines):
+        return None
+    if len(spec.ts_us) < spec.needs:
+        return f"Collecting data: {len(spec.ts_us)} / {spec.needs} bars"
+    return "Collecting data: prices have not moved yet"
+
+
+def fingerprint(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> tuple:
+    """What decides the chart's text: the points quantised to the plot's resolution, the
+    axis range as labelled, the time labels. Equal fingerprints render alike, so the
+    chart is neither rendered nor sent to the terminal again (the last bar's price
+    moves with every trade, its dot far less often)."""
+    width, height = max(width, 20), max(height, 5)
+    step = _step(spec, width)
+    ys = [line.y[::step] for line in spec.lines]
+    levels = [y for y, _ in spec.hlines if np.isfinite(y)]
+    finite = np.concatenate([y[np.isfinite(y)] for y in ys] + [np.asarray(levels, dtype=float)])
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    scale = 4 * height / (hi - lo) if hi > lo else 0.0  # 4: the finest marker's rows
+    pixels = tuple(np.round((y - lo) * scale).tobytes() for y in ys)
+    hlines = tuple((round((y - lo) * scale), c) for y, c in spec.hlines if np.isfinite(y))
+    return (
+        spec.title,
+        width,
+        height,
+        mono,
+        spec.cursor,
+        len(spec.ts_us),
+        f"{lo:.5g}",
+        f"{hi:.5g}",
+        pixels,
+        hlines,
+        tuple(_labels(spec.ts_us)[1]),
+    )
+
+
 def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> Text:
     """The chart as rich Text of exactly `height` lines (or less if there is no room)."""
     width, height = max(width, 20), max(height, 5)
-    step = max(1, len(spec.ts_us) // (2 * width))
+    step = _step(spec, width)
     x = np.arange(0, len(spec.ts_us), step, dtype=float)
     with _LOCK:
         plt.clf()
@@ -65,6 +109,8 @@ def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> T
         for y, color in spec.hlines:
             if np.isfinite(y):
                 plt.hline(float(y), None if mono else color)
+        if spec.cursor is not None:
+            plt.vline(float(spec.cursor), None if mono else "white")
         if len(spec.ts_us) > 1:  # every chart spans the same bars, NaN head or not
             plt.xlim(0, len(spec.ts_us) - 1)
         positions, names = _labels(spec.ts_us)

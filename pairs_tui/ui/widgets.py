@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from pairs_tui.analytics import Summary
+from pairs_tui.analytics import PairSeries, Summary
 
 
 class StatusLine(Static):
@@ -18,11 +20,40 @@ class ChartView(Static):
     """A chart rendered as text elsewhere (see charts.py); shows a reason when empty."""
 
 
+class Readout(Static):
+    """The values under the inspection cursor; hidden while the display is live."""
+
+
+class AlertPanel(Static):
+    """Active alert rules and the latest firings."""
+
+
 def _fmt(value: float | int | None, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def stats_table(s: Summary) -> Group:
+def _half_life(s: Summary) -> str:
+    if s.half_life is None or s.half_life_seconds is None:
+        return "-"
+    return f"{s.half_life:.1f} bars ({s.half_life_seconds:.0f} s)"
+
+
+def _glance_table(glances: tuple[Summary, ...]) -> Table:
+    """z, corr and beta at every timeframe side by side: does the signal agree across
+    horizons?"""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold")
+    for _ in glances:
+        table.add_column(justify="right")
+    table.add_row("", *(Text(g.timeframe, style="bold underline") for g in glances))
+    table.add_row("z", *(_fmt(g.zscore, "+.2f") for g in glances))
+    table.add_row("corr", *(_fmt(g.corr, "+.2f") for g in glances))
+    table.add_row("beta", *(_fmt(g.beta, ".3f") for g in glances))
+    table.add_row("bars", *(f"{g.n_bars:,}" for g in glances))
+    return table
+
+
+def stats_table(s: Summary, glances: tuple[Summary, ...] = ()) -> Group:
     """The numbers a trader quotes, with missing ones shown as '-', never guessed."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold")
@@ -39,20 +70,55 @@ def stats_table(s: Summary) -> Group:
         ("ADF stat / p", f"{_fmt(s.adf_stat, '.2f')} / {_fmt(s.adf_pvalue, '.3f')}"),
         ("EG stat / p", f"{_fmt(s.eg_stat, '.2f')} / {_fmt(s.eg_pvalue, '.3f')}"),
         ("verdict", s.verdict or "-"),
-        (
-            "half-life",
-            "-" if s.half_life is None else f"{s.half_life:.1f} bars ({s.half_life_seconds:.0f} s)",
-        ),
+        ("half-life", _half_life(s)),
         ("bars / trades", f"{s.n_bars:,} / {s.n_trades:,}"),
     ]
     for name, value in rows:
         table.add_row(name, value)
     notes = [Text(s.reason, style="yellow")] if s.reason else []
-    conventions = f"log prices, OLS with intercept, sample sd, W={s.window}, L={s.lookback}"
+    parts = [table, *notes, Text(conventions(s), style="dim")]
+    if glances:
+        parts += [Text(""), _glance_table(glances)]
     # below the grid, so long lines wrap instead of squeezing the numbers out of view
-    return Group(table, *notes, Text(conventions, style="dim"))
+    return Group(*parts)
+
+
+def short_stats(s: Summary) -> Text:
+    """Three lines for a small terminal: the same numbers, fewer words."""
+    eg = f"EG p {_fmt(s.eg_pvalue, '.3f')} {s.verdict or ''}".rstrip()
+    lines = [
+        f"{s.symbol_a} {_fmt(s.price_a, ',.8g')}  {s.symbol_b} {_fmt(s.price_b, ',.8g')}  "
+        f"beta {_fmt(s.beta)}  R² {_fmt(s.r2, '.3f')}",
+        f"z {_fmt(s.zscore, '+.2f')}  corr {_fmt(s.corr, '+.3f')}  spread {_fmt(s.spread, '.3e')}"
+        f"  {eg}",
+        f"ADF p {_fmt(s.adf_pvalue, '.3f')}  half-life {_half_life(s)}  "
+        f"bars {s.n_bars:,}  trades {s.n_trades:,}",
+    ]
+    text = Text("\n".join(lines))
+    if s.reason:
+        text.append(f"\n{s.reason}", style="yellow")
+    return text
+
+
+def conventions(s: Summary) -> str:
+    return f"log prices, OLS with intercept, sample sd, W={s.window}, L={s.lookback}"
+
+
+def readout(series: PairSeries, i: int, symbols: tuple[str, str]) -> str:
+    """What the charts say at bar `i`."""
+    when = datetime.fromtimestamp(series.ts_us[i] / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        f"cursor {when} UTC  {symbols[0]} {series.close_a[i]:,.8g}  "
+        f"{symbols[1]} {series.close_b[i]:,.8g}  spread {_num(series.spread[i], '.3e')}  "
+        f"z {_num(series.zscore[i], '+.2f')}  corr {_num(series.corr[i], '+.3f')}  "
+        "(esc: live)"
+    )
+
+
+def _num(x: float, spec: str) -> str:
+    return "-" if x != x else format(x, spec)  # NaN: not enough bars at that point
 
 
 class StatsPanel(Static):
-    def show(self, summary: Summary) -> None:
-        self.update(stats_table(summary))
+    def show(self, summary: Summary, glances: tuple[Summary, ...], *, short: bool) -> None:
+        self.update(short_stats(summary) if short else stats_table(summary, glances))

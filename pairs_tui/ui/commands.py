@@ -1,0 +1,188 @@
+"""The command palette: typed commands (`window 60`, `pair solusdt bnbusdt`) and the
+fixed ones, all as `category: action`.
+
+`interpret` is pure: it turns what was typed into suggestions that carry a Textual
+action string (run by the app) or the reason the arguments are wrong, so the palette
+can show why instead of doing nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from pairs_tui.bars import TIMEFRAMES
+from pairs_tui.model import SymbolError, normalise_symbols
+
+REFRESH_RANGE = (0.25, 5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    title: str  # "category: action"
+    help: str
+    action: str | None = None  # a Textual action on the app; None: `help` says what is wrong
+
+
+FIXED = (
+    *(
+        Suggestion(f"view: timeframe {tf}", f"bars of {tf} (key {i})", f"timeframe({tf!r})")
+        for i, tf in enumerate(TIMEFRAMES, 1)
+    ),
+    Suggestion("view: window -", "shorter z-score and correlation window (key [)", "window(-1)"),
+    Suggestion("view: window +", "longer z-score and correlation window (key ])", "window(1)"),
+    Suggestion(
+        "view: lookback -", "fewer bars for the hedge ratio and tests (key -)", "lookback(-1)"
+    ),
+    Suggestion(
+        "view: lookback +", "more bars for the hedge ratio and tests (key +)", "lookback(1)"
+    ),
+    Suggestion("display: pause / resume", "freeze the screen; recording goes on (space)", "pause"),
+    Suggestion("display: live", "leave the inspection cursor (esc)", "live"),
+    Suggestion("display: lean mode on / off", "monochrome charts for slow links", "lean"),
+    Suggestion("display: refresh now", "redraw from the store at once", "redraw"),
+    Suggestion("export: bars and analytics CSV", "into the export directory (key e)", "export"),
+    Suggestion("app: help", "every key and command (key ?)", "help"),
+)
+
+# what to type for commands that take an argument, shown while browsing
+TYPED = (
+    ("pair", "view: pair A B", "switch pair: type `pair solusdt bnbusdt`"),
+    ("window", "view: window N", "set W exactly: type `window 60`"),
+    ("lookback", "view: lookback N", "set L exactly: type `lookback 1000`"),
+    ("refresh", "display: refresh every S seconds", "type `refresh 2` (0.25 to 5)"),
+    ("theme", "display: theme NAME", "type `theme nord`"),
+    ("export", "export: bars / analytics CSV to PATH", "type `export analytics ~/z.csv`"),
+)
+
+
+def interpret(query: str, themes: Collection[str]) -> Iterator[Suggestion]:
+    """Suggestions for a typed command with arguments; nothing when the first word is
+    not one of ours (the fuzzy search over the fixed commands covers that)."""
+    words = query.split()
+    if not words:
+        return
+    verb, args = words[0].lower(), words[1:]
+    if verb == "pair":
+        yield _pair(args)
+    elif verb in ("window", "lookback"):
+        yield _count(verb, args)
+    elif verb == "refresh" and args:
+        yield _refresh(args)
+    elif verb == "theme" and args:
+        yield from _theme(args, themes)
+    elif verb == "export" and args:
+        yield _export(args)
+    elif verb in ("timeframe", "tf") and args:
+        tf = args[0].lower()
+        if tf in TIMEFRAMES:
+            yield Suggestion(f"view: timeframe {tf}", f"bars of {tf}", f"timeframe({tf!r})")
+        else:
+            yield _wrong(f"view: timeframe {tf}", f"unknown timeframe {tf!r}: use 1s, 1m or 5m")
+
+
+def _wrong(title: str, why: str) -> Suggestion:
+    return Suggestion(title, why, None)
+
+
+def _pair(args: list[str]) -> Suggestion:
+    title = f"view: pair {' '.join(args)}".rstrip()
+    if len(args) != 2:
+        return _wrong(title, "type two symbols: pair solusdt bnbusdt")
+    try:
+        a, b = normalise_symbols(args)
+    except SymbolError as exc:
+        return _wrong(title, str(exc))
+    return Suggestion(f"view: pair {a} {b}", f"switch to {a}/{b}", f"pair({a!r}, {b!r})")
+
+
+def _count(verb: str, args: list[str]) -> Suggestion:
+    title = f"view: {verb} {' '.join(args)}".rstrip()
+    if len(args) != 1 or not args[0].isdigit():
+        return _wrong(title, f"type a whole number of bars: {verb} 60")
+    n = int(args[0])
+    return Suggestion(f"view: {verb} {n}", f"{verb} of {n} bars", f"set_{verb}({n})")
+
+
+def _refresh(args: list[str]) -> Suggestion:
+    title = f"display: refresh every {args[0]} s"
+    try:
+        seconds = float(args[0].removesuffix("s"))
+    except ValueError:
+        return _wrong(title, "type seconds: refresh 2")
+    low, high = REFRESH_RANGE
+    if not low <= seconds <= high:
+        return _wrong(title, f"refresh must be between {low} and {high} seconds")
+    return Suggestion(
+        f"display: refresh every {seconds:g} s", "redraw interval", f"refresh_every({seconds})"
+    )
+
+
+def _theme(args: list[str], themes: Collection[str]) -> Iterator[Suggestion]:
+    name = args[0].lower()
+    matches = sorted(t for t in themes if t.startswith(name))
+    if not matches:
+        yield _wrong(
+            f"display: theme {name}", f"no theme {name!r}: try {', '.join(sorted(themes)[:4])}"
+        )
+    for theme in matches:
+        yield Suggestion(f"display: theme {theme}", "colours of the whole app", f"theme({theme!r})")
+
+
+def _export(args: list[str]) -> Suggestion:
+    what = args[0].lower()
+    if what not in ("bars", "analytics") or len(args) != 2:
+        return _wrong(f"export: {' '.join(args)}", "type export bars PATH or export analytics PATH")
+    path = Path(args[1]).expanduser()
+    if path.is_dir():
+        return Suggestion(
+            f"export: {what} CSV into {path}",
+            "a new file named after the view",
+            f"export_to({what!r}, {str(path)!r})",
+        )
+    if not path.parent.is_dir():
+        return _wrong(
+            f"export: {what} CSV to {path}", f"no directory {path.parent}: create it first"
+        )
+    return Suggestion(
+        f"export: {what} CSV to {path}",
+        "with its .meta.json sidecar",
+        f"export_to({what!r}, {str(path)!r})",
+    )
+
+
+class PairCommands(Provider):
+    """Everything the keys do, plus the commands that take an argument."""
+
+    async def discover(self) -> Hits:
+        for s in FIXED:
+            yield DiscoveryHit(s.title, partial(self._run, s), help=s.help)
+        for _, title, how in TYPED:
+            yield DiscoveryHit(title, partial(self.app.notify, how, title=title), help=how)
+
+    async def search(self, query: str) -> Hits:
+        typed = list(interpret(query, self.app.available_themes))
+        for s in typed:
+            yield Hit(1.0, s.title, partial(self._run, s), help=s.help)
+        if typed:
+            return
+        matcher = self.matcher(query)
+        for s in FIXED:
+            score = matcher.match(s.title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(s.title), partial(self._run, s), s.title, s.help)
+        for _, title, how in TYPED:
+            score = matcher.match(title)
+            if score > 0:
+                hint = partial(self.app.notify, how, title=title)
+                yield Hit(score, matcher.highlight(title), hint, title, how)
+
+    async def _run(self, suggestion: Suggestion) -> None:
+        if suggestion.action is None:
+            self.app.notify(suggestion.help, title=suggestion.title, severity="warning")
+        else:
+            await self.app.run_action(suggestion.action)
