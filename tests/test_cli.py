@@ -216,9 +216,22 @@ async def test_demo_server_alone_feeds_a_separate_recorder(tmp_path, isolated_ho
         assert await asyncio.wait_for(server.wait(), 10) == 0
 
 
-def test_no_arguments_shows_help(isolated_home):
-    result = run_cli(isolated_home)
+def test_help_lists_the_commands(isolated_home):
+    result = run_cli(isolated_home, "--help")
     assert result.returncode == 0 and "record" in result.stdout and "demo-server" in result.stdout
+
+
+def test_no_symbols_opens_the_configured_pair(isolated_home, tmp_path):
+    """A bare `pairs-tui` is the cockpit on config.toml's pair: a bad pair there is
+    reported like one typed on the command line, before any screen is drawn."""
+    config = tmp_path / "pair.toml"
+    config.write_text('[pair]\na = "solusdt"\nb = "SOLUSDT"\n')
+    result = run_cli(isolated_home, "--config", str(config))
+    assert result.returncode == 2 and "symbol solusdt given twice" in result.stderr
+    result = run_cli(isolated_home, "--timeframe", "7s")
+    assert result.returncode == 2 and "7s" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli(isolated_home, "btcusdt")
+    assert result.returncode == 2 and "give two symbols" in result.stderr
 
 
 def test_a_stop_while_still_connecting_is_honoured(tmp_path, isolated_home):

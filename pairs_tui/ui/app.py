@@ -214,7 +214,8 @@ class PairsApp(App[int]):
     # -- layout -----------------------------------------------------------------------
     def on_resize(self, event: Resize) -> None:
         self._layout(event.size.width, event.size.height)
-        self.refresh_data()
+        if self._timer is not None:  # started: redraw at the new size
+            self.refresh_data()
 
     def _layout(self, width: int, height: int) -> None:
         self.screen.set_class(width < NARROW[0] or height < NARROW[1], "narrow")

@@ -16,6 +16,7 @@ import plotext as plt
 from rich.text import Text
 
 _LOCK = threading.Lock()
+COMPACT_BELOW = 12  # rows: shorter charts are drawn without a frame
 
 
 @dataclass(frozen=True)
@@ -87,15 +88,23 @@ def fingerprint(spec: ChartSpec, width: int, height: int, *, mono: bool = False)
 
 
 def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> Text:
-    """The chart as rich Text of exactly `height` lines (or less if there is no room)."""
+    """The chart as rich Text of exactly `height` lines (or less if there is no room).
+
+    The title is a line of its own and a short chart drops its frame: at 80x24 a chart
+    has six rows, and a frame would leave two of them for the data."""
     width, height = max(width, 20), max(height, 5)
     step = _step(spec, width)
     x = np.arange(0, len(spec.ts_us), step, dtype=float)
+    legend = len(spec.lines) > 1  # one line needs no legend over its data
     with _LOCK:
         plt.clf()
-        plt.plotsize(width, height)
+        plt.plotsize(width, height - 1)
         plt.theme("clear" if mono else "dark")
-        plt.title(spec.title)
+        if height < COMPACT_BELOW:
+            plt.frame(False)
+        else:
+            plt.xaxes(True, False)
+            plt.yaxes(True, False)
         for line in spec.lines:
             y = line.y[::step]
             ok = np.isfinite(y)
@@ -103,7 +112,7 @@ def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> T
                 plt.plot(
                     x[ok].tolist(),
                     y[ok].tolist(),
-                    label=line.label,
+                    label=line.label if legend else None,
                     color=None if mono else line.color,
                 )
         for y, color in spec.hlines:
@@ -117,4 +126,5 @@ def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> T
         if positions:
             plt.xticks(positions, names)
         text = plt.build()
-    return Text.from_ansi(text)
+    title = Text(spec.title[:width].center(width), style="bold")
+    return Text.assemble(title, "\n", Text.from_ansi(text))
