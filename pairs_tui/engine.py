@@ -121,13 +121,13 @@ class SymbolBars:
             if not rows:
                 return total
             await asyncio.to_thread(self._fold, rows)
-            self.watermark = rows[-1][1]
             total += len(rows)
-            self.trades += len(rows)
             if len(rows) < _CHUNK:
                 return total
 
     def _fold(self, rows: list[tuple[int, int, str, str]]) -> None:
+        """Bars and watermark move together here, in the thread: a caller cancelled
+        while it runs can never fold the same rows twice."""
         trades = trades_frame(rows)
         for i, (tf, bars) in enumerate(self.bars.items()):
             fresh = trades
@@ -136,6 +136,8 @@ class SymbolBars:
                 if i == 0:
                     self.late += trades.height - fresh.height
             self.bars[tf] = fold(bars, resample(fresh, TIMEFRAMES[tf]))
+        self.watermark = rows[-1][1]
+        self.trades += len(rows)
 
     def trim(self, other: SymbolBars, keep: int) -> None:
         """Drop bars older than the `keep`-th newest bar both symbols have, on both sides:

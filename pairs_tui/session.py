@@ -43,6 +43,7 @@ class Session:
         self.ingest: Ingest | None = None
         self._engine: PairEngine | None = None
         self._ingest_task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def start(self) -> None:
         plan = self.plan
@@ -70,7 +71,10 @@ class Session:
                 await self._ingest_task
 
     async def stop(self) -> None:
-        """Stop the feed, commit everything pending, close the store."""
+        """Stop the feed, commit everything pending, close the store. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         await self._stop_feed()
         if self.server is not None:
             await self.server.stop()

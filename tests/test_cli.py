@@ -49,7 +49,7 @@ def bad_inputs(tmp_path):
         (["record", "btcusdt", "--ws-url", "ws://"], "ws:// or wss://"),
         (["record"], "Missing argument"),
         (["record", "btcusdt", "--duration", "-1"], "--duration"),
-        (["nonsense"], "Missing argument 'SYMBOL_B'"),  # read as `cockpit nonsense`
+        (["nonsense"], "give two symbols"),  # read as `cockpit nonsense`
         (["btcusdt", "btc-usdt"], "invalid symbol btc-usdt"),
         (
             ["btcusdt", "ethusdt", "--lookback", "5", "--window", "20"],

@@ -1,4 +1,4 @@
-"""Layout regressions: the cockpit at 80×24 and 160×48 on a replayed tape.
+"""Layout regressions: the cockpit at 80x24 and 160x48 on a replayed tape.
 
 The data is the demo market from a fixed start and seed, viewed without a feed, so
 every number, label and chart is the same on every run. Update the pictures after a

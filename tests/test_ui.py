@@ -405,3 +405,14 @@ async def test_charts_are_not_redrawn_when_nothing_changed(db_path):
             a is b for a, b in zip((c.visual for c in charts), shown, strict=True)
         )
         await pilot.press("q")
+
+
+async def test_any_way_out_commits_and_closes_the_store(db_path):
+    """Not only `q`: Textual's own exits (the palette's quit, app.exit) close the store."""
+    app = make_app(db_path)
+    async with app.run_test(size=(80, 24)):
+        await wait_until(lambda: app.session.ingest.stats().symbols[0].received > 20, 10)
+        app.exit(0)
+    stats = app.session.ingest.stats()
+    assert [s.stored for s in stats.symbols] == [s.received for s in stats.symbols]
+    assert not db_path.with_name(db_path.name + "-wal").exists()  # the last close removes it

@@ -179,6 +179,7 @@ class PairsApp(App[int]):
         self._last_count: tuple[float, int] | None = None
         self._rate = 0.0
         self._quitting = False
+        self._refreshing = self._again = False
         self._timer = None
         self.set_reactive(PairsApp.lean, lean)
 
@@ -206,10 +207,13 @@ class PairsApp(App[int]):
         self._timer = self.set_interval(self.refresh_every, self.refresh_data)
         self.refresh_data()
 
-    def on_unmount(self) -> None:
+    async def on_unmount(self) -> None:
+        """However the app ends, the store is committed and closed."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGHUP, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        self.workers.cancel_group(self, "refresh")
+        await self.session.stop()
 
     # -- layout -----------------------------------------------------------------------
     def on_resize(self, event: Resize) -> None:
@@ -226,8 +230,26 @@ class PairsApp(App[int]):
         self.screen.set_class(lean, "lean")
 
     # -- the clock --------------------------------------------------------------------
-    @work(exclusive=True, group="refresh", exit_on_error=False)
-    async def refresh_data(self) -> None:
+    def refresh_data(self) -> None:
+        """Ask for a redraw. One refresh runs at a time, to its end (a long first load
+        is never cut short by the next tick); asks meanwhile make one more run."""
+        if self._refreshing:
+            self._again = True
+            return
+        self._refreshing = True
+        self._refresh_loop()
+
+    @work(group="refresh", exit_on_error=False)
+    async def _refresh_loop(self) -> None:
+        try:
+            self._again = True
+            while self._again and not self._quitting:
+                self._again = False
+                await self._refresh_once()
+        finally:
+            self._refreshing = False
+
+    async def _refresh_once(self) -> None:
         try:
             snapshot = await self.session.refresh()
         except Exception as exc:  # a store problem must show, not kill the screen
