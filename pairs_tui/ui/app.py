@@ -174,6 +174,7 @@ class PairsApp(App[int]):
         self.redraw_always = redraw_always  # the naive baseline the benchmark compares to
         self.snapshot: PairSnapshot | None = None  # what the screen shows
         self._prints: dict[str, object] = {}  # what each chart shows, as a fingerprint
+        self._shown: dict[str, Text | str] = {}  # and as text: sent only when it differs
         self._stats: object = None  # what the stats panel shows
         self._paused_at = 0  # trades seen when the display froze
         self._last_count: tuple[float, int] | None = None
@@ -275,8 +276,10 @@ class PairsApp(App[int]):
         self.snapshot = snapshot
         with self.batch_update():
             for name, (fp, content) in charts.items():
-                self.query_one(f"#{name}", ChartView).update(content)
                 self._prints[name] = fp
+                if self.redraw_always or content != self._shown.get(name):
+                    self.query_one(f"#{name}", ChartView).update(content)
+                    self._shown[name] = content
             if stats != self._stats or self.redraw_always:
                 self.query_one(StatsPanel).show(snapshot.summary, snapshot.glances, short=short)
                 self._stats = stats
@@ -398,7 +401,7 @@ class PairsApp(App[int]):
         self.refresh_data()
 
     def action_redraw(self) -> None:
-        self._prints, self._stats = {}, None
+        self._prints, self._shown, self._stats = {}, {}, None
         self.refresh_data()
 
     def action_refresh_every(self, seconds: float) -> None:

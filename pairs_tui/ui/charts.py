@@ -69,7 +69,7 @@ def fingerprint(spec: ChartSpec, width: int, height: int, *, mono: bool = False)
     levels = [y for y, _ in spec.hlines if np.isfinite(y)]
     finite = np.concatenate([y[np.isfinite(y)] for y in ys] + [np.asarray(levels, dtype=float)])
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    scale = 4 * height / (hi - lo) if hi > lo else 0.0  # 4: the finest marker's rows
+    scale = 2 * height / (hi - lo) if hi > lo else 0.0  # 2: rows of a quadrant block
     pixels = tuple(np.round((y - lo) * scale).tobytes() for y in ys)
     hlines = tuple((round((y - lo) * scale), c) for y, c in spec.hlines if np.isfinite(y))
     return (
@@ -127,4 +127,5 @@ def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> T
             plt.xticks(positions, names)
         text = plt.build()
     title = Text(spec.title[:width].center(width), style="bold")
-    return Text.assemble(title, "\n", Text.from_ansi(text))
+    # sized to fit already: no_wrap spares the terminal renderer a word-wrap pass
+    return Text.assemble(title, "\n", Text.from_ansi(text), no_wrap=True, overflow="crop")
