@@ -45,6 +45,12 @@ def exit_code(args: list[str]) -> int:
     return done.value.code
 
 
+async def replayed(db_path, **options) -> PairsApp:
+    """The app without a feed on two minutes of the fixed demo tape: the same every run."""
+    await store_tape(db_path, 120)
+    return make_app(db_path, feed=False, window=5, lookback=60, **options)
+
+
 def drawn(app: PairsApp, bars: int = 1) -> bool:
     return app.snapshot is not None and app.snapshot.summary.n_bars >= bars
 
@@ -173,8 +179,7 @@ async def test_pause_freezes_the_numbers_while_recording_goes_on(db_path):
 
 
 async def test_the_cursor_reads_out_bars_and_esc_returns_to_live(db_path):
-    await store_tape(db_path, 120)
-    app = make_app(db_path, feed=False, window=5, lookback=60)
+    app = await replayed(db_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(lambda: drawn(app, 60), 10)
         readout = app.screen.query_one(Readout)
@@ -240,8 +245,7 @@ async def test_an_unwritable_export_directory_is_an_error_toast_not_a_crash(db_p
 
 
 async def test_export_into_a_missing_directory_says_so(db_path, tmp_path):
-    await store_tape(db_path, 120)
-    app = make_app(db_path, feed=False, window=5, lookback=60, export_dir=tmp_path / "nope")
+    app = await replayed(db_path, export_dir=tmp_path / "nope")
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
         await wait_until(lambda: drawn(app), 10)
         await pilot.press("e")
@@ -357,15 +361,14 @@ async def test_every_key_is_in_the_footer(db_path):
 
 
 async def test_small_terminals_collapse_the_layout(db_path):
-    await store_tape(db_path, 120)
-    app = make_app(db_path, feed=False, window=5, lookback=60)
+    app = await replayed(db_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(lambda: drawn(app), 10)
         await pilot.pause(0.3)
         stats = app.screen.query_one(StatsPanel)
         assert stats.region.width == 80 and stats.region.y == 1  # on top, full width
         assert re.search(r"z [+-]\d\.\d\d  corr", on_screen(stats))
-        assert not app.screen.query_one("#prices").display or "short" in app.screen.classes
+        assert not app.screen.query_one("#prices").display  # 24 rows: three charts, not four
         for name in ("spread", "zscore", "corr"):
             assert app.screen.query_one(f"#{name}", ChartView).region.height >= 5, name
         await pilot.resize_terminal(39, 11)
@@ -378,8 +381,7 @@ async def test_small_terminals_collapse_the_layout(db_path):
 
 
 async def test_lean_mode_draws_monochrome_charts(db_path):
-    await store_tape(db_path, 120)
-    app = make_app(db_path, feed=False, window=5, lookback=60, lean=True)
+    app = await replayed(db_path, lean=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(lambda: drawn(app), 10)
         await pilot.pause(0.3)
@@ -393,8 +395,7 @@ async def test_lean_mode_draws_monochrome_charts(db_path):
 
 
 async def test_charts_are_not_redrawn_when_nothing_changed(db_path):
-    await store_tape(db_path, 120)
-    app = make_app(db_path, feed=False, window=5, lookback=60)
+    app = await replayed(db_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(lambda: drawn(app), 10)
         await pilot.pause(0.3)
