@@ -23,6 +23,7 @@ from pairs_tui.model import SymbolError, normalise_symbols
 from pairs_tui.store import StoreError, default_db_path
 
 if TYPE_CHECKING:
+    from pairs_tui.alerts import RuleSpec
     from pairs_tui.engine import PairView
 
 USAGE_ERROR = 2
@@ -197,6 +198,31 @@ view_options = [
 ]
 
 
+alert_option = click.option(
+    "--alert",
+    "alerts",
+    multiple=True,
+    metavar="RULE",
+    help="An alert rule on this pair and timeframe, like 'abs(z) > 2' (repeatable).",
+)
+
+
+def _rule_specs(config: Config, alerts: tuple[str, ...], view: PairView) -> tuple[RuleSpec, ...]:
+    """The config file's [[alerts]] (on their pair, or this one) and the --alert rules."""
+    from pairs_tui.alerts import RuleError, RuleSpec, parse_rule
+
+    specs = [
+        RuleSpec(parse_rule(a.rule), a.pair or view.symbols, a.timeframe or view.timeframe)
+        for a in config.alerts
+    ]
+    for text in alerts:
+        try:
+            specs.append(RuleSpec(parse_rule(text), view.symbols, view.timeframe))
+        except RuleError as exc:
+            raise UsageProblem(f"bad --alert {text!r}: {exc}") from None
+    return tuple(specs)
+
+
 def with_view_options(fn):
     for option in reversed(view_options):
         fn = option(fn)
@@ -216,6 +242,7 @@ def with_view_options(fn):
     help="Seconds between redraws (config ui.refresh, default 0.5).",
 )
 @click.option("--lean", is_flag=True, default=None, help="Monochrome charts for slow links.")
+@alert_option
 @db_option
 @click.option("--ws-url", help="Binance WebSocket base URL (ws:// or wss://).")
 @config_option
@@ -229,6 +256,7 @@ def cockpit(
     no_feed: bool,
     refresh_every: float | None,
     lean: bool | None,
+    alerts: tuple[str, ...],
     db: Path | None,
     ws_url: str | None,
     config_file: Path | None,
@@ -260,10 +288,15 @@ def cockpit(
         demo_rate=config.demo.rate,
         flush_interval=config.store.flush_interval,
         kind=config.stream_kind,
+        rules=_rule_specs(config, alerts, view),
     )
     export_dir = _expand(Path(config.export.dir)) if config.export.dir else None
     app = PairsApp(
-        Session(plan), refresh_every=config.ui.refresh, lean=config.ui.lean, export_dir=export_dir
+        Session(plan),
+        refresh_every=config.ui.refresh,
+        lean=config.ui.lean,
+        export_dir=export_dir,
+        bell=config.ui.bell,
     )
     code = app.run()
     sys.exit(code or 0)
@@ -304,6 +337,11 @@ def import_(files: tuple[Path, ...], symbol: str | None, db: Path | None, config
 @with_view_options
 @click.option("--from", "since", help="Start time, ISO-8601 (UTC unless stated).")
 @click.option("--to", "until", help="End time (exclusive), ISO-8601.")
+@click.option(
+    "--asof",
+    help="Analytics as they stood at this instant: every trade before it, the bar then "
+    "forming included (give an alert's asof to see why it fired).",
+)
 @click.option("--stream", type=click.Choice(["trade", "aggTrade"]), help="Which trades to use.")
 @db_option
 @config_option
@@ -317,6 +355,7 @@ def export(
     lookback: int | None,
     since: str | None,
     until: str | None,
+    asof: str | None,
     stream: str | None,
     db: Path | None,
     config_file: Path | None,
@@ -338,20 +377,127 @@ def export(
         since_us = -(-since_us // tf) * tf
     if until_us is not None:
         until_us = until_us // tf * tf
+    if asof is not None:
+        if until is not None:
+            raise UsageProblem("give --to or --asof, not both")
+        until_us = _time(asof, "--asof")  # to the microsecond: a moment, not a bar
     if since_us is not None and until_us is not None and since_us >= until_us:
         raise UsageProblem(
-            f"--from {since} is not before --to {until} (in whole {view.timeframe} bars)"
+            f"--from {since} is not before --{'asof' if asof else 'to'} {until or asof}"
+            f" (in whole {view.timeframe} bars)"
         )
     span = (since_us, until_us)
     path = _existing_db(config, db)
     try:
-        written = asyncio.run(run_export(path, view, config.stream_kind, what, output, *span))
+        written = asyncio.run(
+            run_export(path, view, config.stream_kind, what, output, *span, asof=asof is not None)
+        )
     except NothingToExport as exc:
         raise RuntimeProblem(str(exc)) from None
     except OSError as exc:
         raise RuntimeProblem(f"cannot write {output}: {exc.strerror or exc}") from None
     for item in written:
         click.echo(f"wrote {item}", err=True)
+
+
+@cli.command()
+@click.argument("symbol_a")
+@click.argument("symbol_b")
+@alert_option
+@with_view_options
+@click.option("--demo", is_flag=True, help="Run on the embedded demo feed (no internet).")
+@seed_option
+@click.option("--no-feed", is_flag=True, help="Only read the store (another process records).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, max=10 * 365 * 86400, min_open=True),
+    callback=lambda ctx, param, value: _finite(value, "--duration"),
+    help="Stop by itself after this many seconds.",
+)
+@click.option(
+    "--refresh",
+    "refresh_every",
+    type=click.FloatRange(0.25, 5.0),
+    help="Seconds between evaluations (config ui.refresh, default 0.5).",
+)
+@db_option
+@click.option("--ws-url", help="Binance WebSocket base URL (ws:// or wss://).")
+@config_option
+def watch(
+    symbol_a: str,
+    symbol_b: str,
+    alerts: tuple[str, ...],
+    timeframe: str | None,
+    window: int | None,
+    lookback: int | None,
+    demo: bool,
+    seed: int | None,
+    no_feed: bool,
+    duration: float | None,
+    refresh_every: float | None,
+    db: Path | None,
+    ws_url: str | None,
+    config_file: Path | None,
+) -> None:
+    """Alerts without a screen: each firing of a --alert rule is one JSON line on stdout
+    (time, pair, timeframe, rule, value, bar, asof), until Ctrl-C or --duration."""
+    from pairs_tui.record import feed_options
+    from pairs_tui.session import SessionPlan
+    from pairs_tui.watch import run_watch
+
+    config = _config(
+        config_file,
+        view={"timeframe": timeframe, "window": window, "lookback": lookback},
+        feed={"ws_url": _ws_url(ws_url)},
+        ui={"refresh": refresh_every},
+    )
+    view = _view(config, symbol_a, symbol_b)
+    rules = tuple(r for r in _rule_specs(config, alerts, view) if r.pair == view.symbols)
+    if not rules:
+        raise UsageProblem("nothing to watch: give a rule with --alert 'abs(z) > 2'")
+    plan = SessionPlan(
+        view=view,
+        db_path=_db_path(config, db),
+        feed=None if no_feed else feed_options(config),
+        demo=demo,
+        seed=seed,
+        demo_rate=config.demo.rate,
+        flush_interval=config.store.flush_interval,
+        kind=config.stream_kind,
+        rules=rules,
+        keep_rules=False,
+    )
+    asyncio.run(run_watch(plan, every=config.ui.refresh, duration=duration))
+
+
+@cli.command("alerts")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as watch prints.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N firings.")
+@db_option
+@config_option
+def alerts_(as_json: bool, limit: int | None, db: Path | None, config_file: Path | None) -> None:
+    """List the alert firings stored in the tick store, oldest first."""
+    import json
+
+    from pairs_tui.alerts import event_record, value_text
+    from pairs_tui.model import iso
+    from pairs_tui.store import TickStore
+
+    path = _existing_db(_config(config_file), db)
+
+    async def load():
+        async with await TickStore.open(path) as store:
+            return await store.events(limit), await store.rules()
+
+    events, rules = asyncio.run(load())
+    if as_json:
+        for event in events:
+            click.echo(json.dumps(event_record(event)))
+        return
+    if not events:
+        click.echo(f"no alert has fired yet ({len(rules)} rule(s) stored in {path})", err=True)
+    for e in events:
+        click.echo(f"{iso(e.fired_us)}  {e.pair}  {e.timeframe}  {e.rule}  {value_text(e.value)}")
 
 
 @cli.command("demo-server")

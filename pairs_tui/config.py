@@ -63,6 +63,16 @@ class DemoConfig:
 class UiConfig:
     refresh: float = 0.5
     lean: bool = False
+    bell: bool = True
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """One `[[alerts]]` entry: a rule, on a pair and timeframe (default: the view's)."""
+
+    rule: str
+    pair: tuple[str, str] | None = None
+    timeframe: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,13 +89,14 @@ class Config:
     demo: DemoConfig = field(default_factory=DemoConfig)
     ui: UiConfig = field(default_factory=UiConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    alerts: tuple[AlertConfig, ...] = ()
 
     @property
     def stream_kind(self) -> StreamKind:
         return StreamKind(self.feed.stream)
 
 
-_SECTIONS = {f.name: f.type for f in fields(Config)}
+_SECTIONS = {f.name: f.type for f in fields(Config) if f.name != "alerts"}
 
 
 def user_config_path() -> Path:
@@ -121,6 +132,9 @@ def apply_file(config: Config, path: Path) -> Config:
 def apply(config: Config, data: dict[str, Any], source: str) -> Config:
     """Overlay one layer of settings (a parsed TOML document or flags) onto `config`."""
     for section, values in data.items():
+        if section == "alerts":
+            config = replace(config, alerts=_alerts(values, source))
+            continue
         if section not in _SECTIONS:
             raise ConfigError(f"{source}: unknown section [{section}]{_hint(section, _SECTIONS)}")
         if not isinstance(values, dict):
@@ -136,6 +150,47 @@ def apply(config: Config, data: dict[str, Any], source: str) -> Config:
         config = replace(config, **{section: replace(current, **updates)})
     _validate(config, source)
     return config
+
+
+def _alerts(entries: Any, source: str) -> tuple[AlertConfig, ...]:
+    """`[[alerts]]` tables: each rule parsed now, so a typo is caught before running."""
+    from pairs_tui.alerts import RuleError, parse_rule
+    from pairs_tui.model import SymbolError, normalise_symbols
+
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f'{source}: alerts must be [[alerts]] tables with rule = "..."')
+    out = []
+    for i, entry in enumerate(entries, 1):
+        name = f"alerts #{i}"
+        unknown = set(entry) - {"rule", "pair", "timeframe"}
+        if unknown:
+            raise ConfigError(f"{source}: unknown key '{min(unknown)}' in {name}")
+        rule = entry.get("rule")
+        if not isinstance(rule, str):
+            raise ConfigError(f'{source}: {name} needs rule = "...", like rule = "z > 2"')
+        try:
+            parse_rule(rule)
+        except RuleError as exc:
+            raise ConfigError(f"{source}: {name}: bad rule {rule!r}: {exc}") from None
+        pair = entry.get("pair")
+        if pair is not None:
+            if not (
+                isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+            ):
+                raise ConfigError(
+                    f'{source}: {name}: pair must be two symbols, like ["btcusdt", "ethusdt"]'
+                )
+            try:
+                pair = normalise_symbols(pair)
+            except SymbolError as exc:
+                raise ConfigError(f"{source}: {name}: {exc}") from None
+        timeframe = entry.get("timeframe")
+        if timeframe is not None and timeframe not in ("1s", "1m", "5m"):
+            raise ConfigError(
+                f"{source}: {name}: timeframe must be '1s', '1m' or '5m', not {timeframe!r}"
+            )
+        out.append(AlertConfig(rule, pair, timeframe))
+    return tuple(out)
 
 
 def _coerce(value: Any, kind: type, name: str, source: str) -> Any:

@@ -27,7 +27,7 @@ from pairs_tui.analytics import (
     summarize,
 )
 from pairs_tui.bars import TIMEFRAMES, empty_bars, fold, resample, trades_frame
-from pairs_tui.model import StreamKind
+from pairs_tui.model import AlertEvent, StreamKind
 from pairs_tui.store import TickStore
 
 _CHUNK = 500_000  # trades per read while loading history: bounds memory
@@ -75,7 +75,9 @@ class PairSnapshot:
     series: PairSeries
     summary: Summary
     tests: Cointegration | None
-    glances: tuple[Summary, ...] = ()  # every timeframe's quick numbers, 1s first
+    glances: tuple[Summary, ...] = ()  # every timeframe's numbers, 1s first
+    asof_us: int | None = None  # the snapshot holds every stored trade before this time
+    fired: tuple[AlertEvent, ...] = ()  # alerts this update set off
 
 
 class SymbolBars:
@@ -107,16 +109,14 @@ class SymbolBars:
         else:  # nothing that recent: only trades stored from now on count
             self.watermark = await store.last_id(self.symbol, self.kind) or -1
 
-    async def update(self, store: TickStore) -> int:
-        """Fold in every trade newer than the watermark; returns how many there were."""
+    async def update(self, store: TickStore, until_us: int | None = None) -> int:
+        """Fold in every trade newer than the watermark (and before `until_us`, if given);
+        returns how many there were."""
+        until = min((t for t in (until_us, self.until_us) if t is not None), default=None)
         total = 0
         while True:
             rows = await store.read_trades(
-                self.symbol,
-                self.kind,
-                after_id=self.watermark,
-                until_us=self.until_us,
-                limit=_CHUNK,
+                self.symbol, self.kind, after_id=self.watermark, until_us=until, limit=_CHUNK
             )
             if not rows:
                 return total
@@ -187,7 +187,7 @@ def analyze(
     ts = joined["ts_us"].to_numpy()
     series = pair_series(ts, joined["close"].to_numpy(), joined["close_b"].to_numpy(), view.window)
     closed = everything.filter(pl.col("ts_us") <= now_us - view.tf_us).tail(view.lookback)
-    key = (view, closed["ts_us"].max(), closed.height)
+    key = (view, closed["ts_us"].max(), closed.height, with_tests)
     if cached is not None and cached[0] == key:
         tests = cached[1]
     else:
@@ -206,16 +206,35 @@ def analyze(
     return PairSnapshot(view, series, summary, tests), (key, tests)
 
 
+SETTLE_US = 2_000_000  # a symbol this long without a trade is taken as quiet, not late
+
+
+def settled_cut(last_a: int | None, last_b: int | None, now_us: int) -> int:
+    """The time before which both symbols' trades are all stored.
+
+    Each symbol's trades arrive in time order, so everything before its newest stored
+    trade is in (the newest one's same-time siblings may still be on their way); a symbol
+    quiet for `SETTLE_US` is complete up to then. A snapshot cut there is one consistent
+    moment of both symbols, and `pairs-tui export --to` that time reproduces it.
+    """
+    quiet = now_us - SETTLE_US
+    return min(max(last if last is not None else quiet, quiet) for last in (last_a, last_b))
+
+
 class PairEngine:
-    """Keeps a pair's bars current from the store and computes snapshots off the loop."""
+    """Keeps a pair's bars current from the store and computes snapshots off the loop.
+
+    `tested` names timeframes besides the shown one whose cointegration tests are
+    wanted (an alert on adf_p at 5m while 1m is shown)."""
 
     def __init__(self, store: TickStore, view: PairView, kind: StreamKind = StreamKind.TRADE):
         self.store = store
         self.view = view
         self.kind = kind
+        self.tested: frozenset[str] = frozenset()
         self._sides: tuple[SymbolBars, SymbolBars] | None = None
         self._kept = 0  # joined bars the loaded sides hold
-        self._cached: tuple[object, Cointegration | None] | None = None
+        self._cached: dict[str, tuple[object, Cointegration | None]] = {}
 
     def _keep(self) -> int:
         return self.view.lookback + self.view.window + 2
@@ -249,29 +268,34 @@ class PairEngine:
         if self._sides is None:
             self._sides = await self._load()
         a, b = self._sides
-        await a.update(self.store)
-        await b.update(self.store)
-        await asyncio.to_thread(a.trim, b, self._kept)
         now = now_us if now_us is not None else time.time_ns() // 1000
-        snapshot, self._cached = await asyncio.to_thread(
-            self._analyze, self.view, a.bars, b.bars, now, self._cached
+        last = [await self.store.last_time(side.symbol, self.kind) for side in (a, b)]
+        cut = settled_cut(*last, now)
+        await a.update(self.store, cut)
+        await b.update(self.store, cut)
+        await asyncio.to_thread(a.trim, b, self._kept)
+        # bars that ended before the cut are final: the tests run on those
+        snapshot = await asyncio.to_thread(
+            self._analyze, self.view, a.bars, b.bars, cut, self.tested, self._cached
         )
-        return snapshot
+        return replace(snapshot, asof_us=cut)
 
     @staticmethod
-    def _analyze(view, bars_a, bars_b, now_us, cached):
-        tf = view.timeframe
-        snapshot, cached = analyze(view, bars_a[tf], bars_b[tf], now_us=now_us, cached=cached)
-        glances = tuple(
-            snapshot.summary
-            if other == tf
-            else analyze(
-                replace(view, timeframe=other),
-                bars_a[other],
-                bars_b[other],
+    def _analyze(view, bars_a, bars_b, now_us, tested, cached) -> PairSnapshot:
+        """The shown timeframe in full and every other one at a glance (with the tests
+        too where `tested` asks); `cached` is updated in place."""
+        shown: PairSnapshot | None = None
+        glances = []
+        for tf in TIMEFRAMES:
+            snapshot, cached[tf] = analyze(
+                replace(view, timeframe=tf),
+                bars_a[tf],
+                bars_b[tf],
                 now_us=now_us,
-                with_tests=False,
-            )[0].summary
-            for other in TIMEFRAMES
-        )
-        return replace(snapshot, glances=glances), cached
+                cached=cached.get(tf),
+                with_tests=tf == view.timeframe or tf in tested,
+            )
+            shown = snapshot if tf == view.timeframe else shown
+            glances.append(snapshot.summary)
+        assert shown is not None
+        return replace(shown, glances=tuple(glances))

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -27,10 +28,9 @@ import polars as pl
 from pairs_tui import __version__
 from pairs_tui.analytics import CONVENTIONS, Summary
 from pairs_tui.engine import PairSnapshot, PairView, SymbolBars, analyze
-from pairs_tui.model import StreamKind
+from pairs_tui.model import EPOCH, StreamKind, iso
 from pairs_tui.store import TickStore
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BARS_HEADER = ("ts", "symbol", "open", "high", "low", "close", "volume", "trades")
 ANALYTICS_HEADER = ("ts", "close_a", "close_b", "beta", "alpha", "spread", "zscore", "corr")
 
@@ -39,20 +39,12 @@ class NothingToExport(Exception):
     pass
 
 
-def iso(ts_us: int | None) -> str | None:
-    if ts_us is None:
-        return None
-    moment = _EPOCH + timedelta(microseconds=int(ts_us))
-    spec = "seconds" if ts_us % 1_000_000 == 0 else "microseconds"
-    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
-
-
 def parse_time(text: str) -> int:
     """ISO-8601 (a date, or a date and time; UTC unless it says otherwise) to µs."""
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def _cell(value: float | int | None) -> str:
@@ -236,9 +228,13 @@ async def run_export(
     output: str,
     since_us: int | None,
     until_us: int | None,
+    *,
+    asof: bool = False,
 ) -> list[Path]:
-    """`pairs-tui export`: load, analyse and write one kind of export."""
-    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    """`pairs-tui export`: load, analyse and write one kind of export. With `asof`, the
+    analytics as the cockpit had them at `until_us`: the bar forming then included, and
+    only the bars that had ended by then counted as closed (as the engine does)."""
+    now_us = until_us if asof and until_us is not None else time.time_ns() // 1000
     async with await TickStore.open(db_path) as store:
         bars_a, bars_b, snapshot = await pair_export(
             store, view, kind, since_us=since_us, until_us=until_us, now_us=now_us

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TypeAlias
 
@@ -16,8 +17,20 @@ from typing import TypeAlias
 # series is the store's id for (symbol, stream kind); price and qty are the exchange's
 # decimal text, kept verbatim so no precision is lost.
 TradeRow: TypeAlias = tuple[int, int, int, int | None, str, str, bool]
+# what made an alert fire: one metric's value, or each metric's for a rule reading several
+AlertValue: TypeAlias = float | dict[str, float | None] | None
 
 _SYMBOL = re.compile(r"[a-z0-9]{2,20}")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso(ts_us: int | None) -> str | None:
+    """ISO-8601 UTC with a Z: whole seconds when whole, microseconds otherwise."""
+    if ts_us is None:
+        return None
+    moment = EPOCH + timedelta(microseconds=int(ts_us))
+    spec = "seconds" if ts_us % 1_000_000 == 0 else "microseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 class StreamKind(StrEnum):
@@ -73,6 +86,37 @@ class FeedStats:
     backpressure_waits: int
     retry_at: float | None  # loop time of the next connection attempt while reconnecting
     last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRecord:
+    """An alert rule as stored: its text is parsed again when loaded."""
+
+    id: int
+    rule: str
+    symbol_a: str
+    symbol_b: str
+    timeframe: str
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One firing, as shown, printed and stored."""
+
+    rule_id: int | None
+    rule: str
+    symbol_a: str
+    symbol_b: str
+    timeframe: str
+    fired_us: int  # wall-clock time of the update that fired
+    bar_us: int | None  # open time of the bar the value belongs to
+    asof_us: int | None  # the analytics hold every trade before this time
+    value: AlertValue
+
+    @property
+    def pair(self) -> str:
+        return f"{self.symbol_a}/{self.symbol_b}"
 
 
 class SymbolError(ValueError):

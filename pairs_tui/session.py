@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pairs_tui.alerts import AlertBook, AlertRule, RuleError, RuleSpec, parse_rule
 from pairs_tui.engine import PairEngine, PairSnapshot, PairView
 from pairs_tui.export import pair_export, write_export
 from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
 from pairs_tui.ingest import Ingest
-from pairs_tui.model import FeedStats, StreamKind
+from pairs_tui.model import AlertEvent, FeedStats, StreamKind
 from pairs_tui.store import TickStore
 
 
@@ -32,11 +34,17 @@ class SessionPlan:
     demo_rate: float = 20.0
     flush_interval: float = 0.25
     kind: StreamKind = StreamKind.TRADE
+    rules: tuple[RuleSpec, ...] = ()  # from config.toml and --alert
+    keep_rules: bool = True  # store them (the cockpit) or only use them (watch)
+
+
+_NEEDS_TESTS = {"adf_p", "half_life"}
 
 
 class Session:
-    def __init__(self, plan: SessionPlan) -> None:
+    def __init__(self, plan: SessionPlan, on_event: Callable[[str], None] | None = None) -> None:
         self.plan = plan
+        self.on_event = on_event or (lambda text: None)  # the feed's connects, gaps, ...
         self.view = plan.view
         self.store: TickStore | None = None
         self.server: DemoServer | None = None
@@ -44,11 +52,13 @@ class Session:
         self._engine: PairEngine | None = None
         self._ingest_task: asyncio.Task[None] | None = None
         self._stopped = False
+        self.alerts = AlertBook()
 
     async def start(self) -> None:
         plan = self.plan
         self.store = await TickStore.open(plan.db_path)
         self._engine = PairEngine(self.store, self.view, plan.kind)
+        await self._load_rules()
         if plan.feed is None:
             return
         if plan.demo:
@@ -60,7 +70,7 @@ class Session:
         options = self.plan.feed
         if self.server is not None:
             options = replace(options, ws_url=self.server.url)
-        feed = BinanceFeed(self.view.symbols, options, on_event=lambda text: None)
+        feed = BinanceFeed(self.view.symbols, options, on_event=self.on_event)
         self.ingest = Ingest(feed, self.store, flush_interval=self.plan.flush_interval)
         self._ingest_task = asyncio.create_task(self.ingest.run(), name="ingest")
 
@@ -94,13 +104,95 @@ class Session:
         self.view = view
         if self._engine is not None:
             self._engine.set_view(view)
+        self._want_tests()
         if switched and self.plan.feed is not None and self.store is not None:
             await self._stop_feed()
             self._start_feed()
 
     async def refresh(self) -> PairSnapshot:
-        assert self._engine is not None, "start() first"
-        return await self._engine.refresh()
+        """The newest snapshot, with the alerts it fired (already stored)."""
+        assert self._engine is not None and self.store is not None, "start() first"
+        snapshot = await self._engine.refresh()
+        summaries = {s.timeframe: s for s in snapshot.glances}
+        now_us = time.time_ns() // 1000
+        fired = self.alerts.check(
+            self.view.symbols, summaries, now_us=now_us, asof_us=snapshot.asof_us
+        )
+        if not fired:
+            return snapshot
+        await self.store.add_events(fired)
+        return replace(snapshot, fired=tuple(fired))
+
+    # -- alert rules --------------------------------------------------------------------
+    async def _load_rules(self) -> None:
+        assert self.store is not None
+        now_us = time.time_ns() // 1000
+        if not self.plan.keep_rules:
+            for i, spec in enumerate(self.plan.rules, 1):
+                self.alerts.put(AlertRule(-i, spec.rule, *spec.pair, spec.timeframe))
+        else:
+            for spec in self.plan.rules:
+                await self.store.add_rule(spec.pair, spec.timeframe, spec.rule.text, now_us)
+            for record in await self.store.rules():
+                try:
+                    rule = parse_rule(record.rule)
+                except RuleError:  # written by a later version's grammar: leave it be
+                    continue
+                self.alerts.put(
+                    AlertRule(
+                        record.id,
+                        rule,
+                        record.symbol_a,
+                        record.symbol_b,
+                        record.timeframe,
+                        record.muted,
+                    )
+                )
+        self._want_tests()
+
+    def _want_tests(self) -> None:
+        """Cointegration tests at the timeframes whose rules read them."""
+        if self._engine is not None:
+            self._engine.tested = frozenset(
+                r.timeframe
+                for r in self.alerts.rules.values()
+                if r.pair == self.view.symbols and _NEEDS_TESTS & set(r.rule.metrics)
+            )
+
+    def rules(self) -> tuple[AlertRule, ...]:
+        return tuple(sorted(self.alerts.rules.values(), key=lambda r: r.id))
+
+    async def add_rule(self, text: str) -> AlertRule:
+        """A rule on the pair and timeframe in view, stored; raises RuleError."""
+        assert self.store is not None, "start() first"
+        rule = parse_rule(text)
+        view = self.view
+        rule_id = await self.store.add_rule(
+            view.symbols, view.timeframe, rule.text, time.time_ns() // 1000
+        )
+        if rule_id not in self.alerts.rules:  # the same rule again keeps its state
+            self.alerts.put(AlertRule(rule_id, rule, *view.symbols, view.timeframe))
+        self._want_tests()
+        return self.alerts.rules[rule_id]
+
+    async def remove_rule(self, rule_id: int) -> None:
+        assert self.store is not None, "start() first"
+        await self.store.remove_rule(rule_id)
+        self.alerts.drop(rule_id)
+        self._want_tests()
+
+    async def mute(self, rule_id: int | None, muted: bool) -> None:
+        """Mute (or unmute) one rule, or every rule with None."""
+        assert self.store is not None, "start() first"
+        ids = list(self.alerts.rules) if rule_id is None else [rule_id]
+        for i in ids:
+            await self.store.mute_rule(i, muted)
+            if i in self.alerts.rules:
+                self.alerts.put(replace(self.alerts.rules[i], muted=muted))
+
+    async def events(self, limit: int = 50) -> list[AlertEvent]:
+        assert self.store is not None, "start() first"
+        return await self.store.events(limit)
 
     def trades_seen(self) -> int:
         """Trades of the pair folded into bars so far: moves whenever new data arrives."""

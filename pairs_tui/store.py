@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -20,12 +21,12 @@ from typing import TypeAlias
 import aiosqlite
 import platformdirs
 
-from pairs_tui.model import Gap, StreamKind, TradeRow
+from pairs_tui.model import AlertEvent, Gap, RuleRecord, StreamKind, TradeRow
 
 # (series, trade_id, ts_us, price, qty, buyer_maker as 0/1): a trade from a dump
 ImportRow: TypeAlias = tuple[int, int, int, str, str, int]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Forward migrations: entry i takes a database from user_version i to i + 1.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -54,6 +55,30 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             to_id       INTEGER NOT NULL,
             detected_us INTEGER NOT NULL
         )""",
+    ),
+    (
+        """CREATE TABLE alert_rules (
+            id          INTEGER PRIMARY KEY,
+            symbol_a    TEXT    NOT NULL,
+            symbol_b    TEXT    NOT NULL,
+            timeframe   TEXT    NOT NULL,
+            rule        TEXT    NOT NULL,   -- the canonical text: parsed again on load
+            muted       INTEGER NOT NULL DEFAULT 0,
+            created_us  INTEGER NOT NULL,
+            UNIQUE (symbol_a, symbol_b, timeframe, rule)
+        )""",
+        """CREATE TABLE alert_events (
+            rule_id     INTEGER,            -- NULL for a rule given to `watch` only
+            rule        TEXT    NOT NULL,
+            symbol_a    TEXT    NOT NULL,
+            symbol_b    TEXT    NOT NULL,
+            timeframe   TEXT    NOT NULL,
+            fired_us    INTEGER NOT NULL,
+            bar_us      INTEGER,
+            asof_us     INTEGER,
+            value       TEXT    NOT NULL    -- JSON: a number, or an object of numbers
+        )""",
+        "CREATE INDEX alert_events_by_time ON alert_events (fired_us)",
     ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -211,6 +236,63 @@ class TickStore:
             with contextlib.suppress(sqlite3.Error):  # never hide the error that got us here
                 await conn.execute("ROLLBACK")
             raise
+
+    # -- alert rules and events -----------------------------------------------------------
+    async def add_rule(self, pair: tuple[str, str], timeframe: str, rule: str, now_us: int) -> int:
+        """Store a rule (its canonical text); the id of the stored one if already there."""
+        await self._conn.execute(
+            "INSERT INTO alert_rules (symbol_a, symbol_b, timeframe, rule, created_us)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (*pair, timeframe, rule, now_us),
+        )
+        return await self._scalar(
+            "SELECT id FROM alert_rules WHERE symbol_a = ? AND symbol_b = ? AND timeframe = ?"
+            " AND rule = ?",
+            (*pair, timeframe, rule),
+        )
+
+    async def rules(self) -> list[RuleRecord]:
+        cursor = await self._conn.execute(
+            "SELECT id, rule, symbol_a, symbol_b, timeframe, muted FROM alert_rules ORDER BY id"
+        )
+        return [RuleRecord(*row[:5], bool(row[5])) for row in await cursor.fetchall()]
+
+    async def remove_rule(self, rule_id: int) -> None:
+        await self._conn.execute("DELETE FROM alert_rules WHERE id = ?", (rule_id,))
+
+    async def mute_rule(self, rule_id: int, muted: bool) -> None:
+        await self._conn.execute(
+            "UPDATE alert_rules SET muted = ? WHERE id = ?", (int(muted), rule_id)
+        )
+
+    async def add_events(self, events: Sequence[AlertEvent]) -> None:
+        rows = [
+            (
+                e.rule_id,
+                e.rule,
+                e.symbol_a,
+                e.symbol_b,
+                e.timeframe,
+                e.fired_us,
+                e.bar_us,
+                e.asof_us,
+                json.dumps(e.value),
+            )
+            for e in events
+        ]
+        await self._conn.executemany(
+            "INSERT INTO alert_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+        )
+
+    async def events(self, limit: int | None = None) -> list[AlertEvent]:
+        """Stored firings, oldest first (the newest `limit` of them)."""
+        cursor = await self._conn.execute(
+            "SELECT * FROM (SELECT rule_id, rule, symbol_a, symbol_b, timeframe, fired_us,"
+            " bar_us, asof_us, value, rowid FROM alert_events ORDER BY fired_us DESC, rowid DESC"
+            " LIMIT ?) ORDER BY fired_us, rowid",
+            (limit if limit is not None else -1,),
+        )
+        return [AlertEvent(*row[:8], value=json.loads(row[8])) for row in await cursor.fetchall()]
 
     # -- reading ------------------------------------------------------------------------
     async def trade_ids(self, symbol: str, kind: StreamKind = StreamKind.TRADE) -> list[int]:

@@ -12,9 +12,17 @@ from pairs_tui.config import Config, ConfigError, apply, load_config, user_confi
 
 
 def test_documented_config_toml_equals_the_built_in_defaults():
-    documented = tomllib.loads((REPO / "config.toml").read_text())
-    assert documented == asdict(Config())
+    text = (REPO / "config.toml").read_text()
+    documented = tomllib.loads(text)
+    defaults = asdict(Config())
+    assert defaults.pop("alerts") == ()  # no rules by default: the examples are comments
+    assert documented == defaults
     assert apply(Config(), documented, "config.toml") == Config()
+    # and the commented [[alerts]] examples are valid as written
+    commented = text[text.index("# [[alerts]]") :].splitlines()
+    example = "\n".join(line.removeprefix("#").strip() for line in commented)
+    rules = apply(Config(), tomllib.loads(example), "config.toml")
+    assert [a.rule for a in rules.alerts] == ["abs(z) > 2 cooldown 5m", "corr < 0.6"]
 
 
 def test_layers_apply_in_order(tmp_path):

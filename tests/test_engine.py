@@ -31,8 +31,10 @@ async def test_refreshing_chunk_by_chunk_equals_one_shot(db_path):
                 await engine.refresh(now_us=(m.start_ms + step * 500) * 1000)
         now = (m.start_ms + 600_000) * 1000
         live = await engine.refresh(now_us=now)
-        bars_a, bars_b = await load_pair(store, view, StreamKind.TRADE)
-    one_shot, _ = analyze(view, bars_a, bars_b, now_us=now)
+        # the snapshot is one consistent moment: all of both symbols' trades before asof
+        assert now - 3_000_000 < live.asof_us <= now
+        bars_a, bars_b = await load_pair(store, view, StreamKind.TRADE, until_us=live.asof_us)
+    one_shot, _ = analyze(view, bars_a, bars_b, now_us=live.asof_us)
     assert live.summary == one_shot.summary
     for field in ("ts_us", "close_a", "close_b", "spread", "zscore", "corr"):
         np.testing.assert_array_equal(getattr(live.series, field), getattr(one_shot.series, field))
@@ -66,17 +68,21 @@ async def test_cointegration_is_recomputed_only_when_a_bar_closes(db_path):
 
 
 async def test_a_new_forming_bar_alone_does_not_rerun_the_tests(db_path):
-    """At a bar boundary every bar is closed; trades opening the next bar close nothing."""
+    """Once both symbols traded past a bar boundary every earlier bar is final; more
+    trades in the forming bar close nothing."""
     m = market(7)
     view = PairView(*SYMBOLS, timeframe="1s", window=10, lookback=60)
     async with await TickStore.open(db_path) as store:
         engine = PairEngine(store, view)
         boundary = (m.start_ms // 1000 + 100) * 1_000_000  # a whole second, in µs
-        await write(store, m.advance_to(boundary / 1e6 - m.start_ms / 1e3))
-        at_boundary = await engine.refresh(now_us=boundary)
-        await write(store, m.advance_to(boundary / 1e6 - m.start_ms / 1e3 + 0.5))
-        forming = await engine.refresh(now_us=boundary + 500_000)
+        start_s = m.start_ms / 1e3
+        await write(store, m.advance_to(boundary / 1e6 - start_s + 0.3))
+        at_boundary = await engine.refresh(now_us=boundary + 300_000)
+        assert at_boundary.asof_us > boundary  # both symbols traded in the new bar
+        await write(store, m.advance_to(boundary / 1e6 - start_s + 0.8))
+        forming = await engine.refresh(now_us=boundary + 800_000)
         assert forming.series.ts_us[-1] == boundary  # the new bar is in the series...
+        assert forming.summary.price_a != at_boundary.summary.price_a  # ...and moved
         assert forming.tests is at_boundary.tests  # ...but the tests did not run again
         assert forming.summary.n_bars == 60 and at_boundary.tests is not None
 

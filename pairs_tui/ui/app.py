@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -26,9 +27,10 @@ from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
+from pairs_tui.alerts import RuleError, value_text
 from pairs_tui.analytics import MIN_OLS_BARS
 from pairs_tui.engine import PairSnapshot, PairView, ViewError
-from pairs_tui.model import FeedState, FeedStats, SymbolError, normalise_symbols
+from pairs_tui.model import AlertEvent, FeedState, FeedStats, SymbolError, normalise_symbols
 from pairs_tui.session import Session
 from pairs_tui.ui.charts import ChartSpec, Line, fingerprint, render, waiting_for
 from pairs_tui.ui.commands import REFRESH_RANGE, PairCommands
@@ -48,7 +50,8 @@ Z_THRESHOLDS = (2.0, -2.0)
 CHARTS = ("prices", "spread", "zscore", "corr")
 NARROW = (100, 30)  # below either: stacked charts, short stats
 TOO_SMALL = (40, 12)
-STALE_AFTER_S = 10.0  # connected, yet no trade for this long: say so
+STALE_AFTER_S = 10.0
+ALERT_LOG = 50  # firings kept in the log panel  # connected, yet no trade for this long: say so
 
 
 def chart_specs(snapshot: PairSnapshot, cursor: int | None = None) -> dict[str, ChartSpec]:
@@ -166,9 +169,11 @@ class PairsApp(App[int]):
         lean: bool = False,
         export_dir: Path | None = None,
         redraw_always: bool = False,
+        bell: bool = True,
     ) -> None:
         super().__init__()
         self.session = session
+        self.ring_bell = bell
         self.refresh_every = refresh_every
         self.export_dir = export_dir
         self.redraw_always = redraw_always  # the naive baseline the benchmark compares to
@@ -182,6 +187,7 @@ class PairsApp(App[int]):
         self._quitting = False
         self._refreshing = self._again = False
         self._timer = None
+        self._events: deque[AlertEvent] = deque(maxlen=ALERT_LOG)  # the log panel's rows
         self.set_reactive(PairsApp.lean, lean)
 
     def compose(self) -> ComposeResult:
@@ -194,7 +200,7 @@ class PairsApp(App[int]):
                 yield Readout("")
             with Vertical(id="side"):
                 yield StatsPanel()
-                yield AlertPanel("alerts: no rules set")
+                yield AlertPanel("")
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -205,6 +211,8 @@ class PairsApp(App[int]):
         self._layout(self.size.width, self.size.height)
         self._show_status()
         await self.session.start()
+        self._events.extend(await self.session.events(ALERT_LOG))
+        self._show_alerts()
         self._timer = self.set_interval(self.refresh_every, self.refresh_data)
         self.refresh_data()
 
@@ -219,6 +227,7 @@ class PairsApp(App[int]):
     # -- layout -----------------------------------------------------------------------
     def on_resize(self, event: Resize) -> None:
         self._layout(event.size.width, event.size.height)
+        self._show_alerts()
         if self._timer is not None:  # started: redraw at the new size
             self.refresh_data()
 
@@ -256,6 +265,8 @@ class PairsApp(App[int]):
         except Exception as exc:  # a store problem must show, not kill the screen
             self.notify(f"refresh failed: {exc}", severity="error")
             return
+        if snapshot.fired:  # paused or not: alerts are why the screen can be left alone
+            self._fired(snapshot.fired)
         if self.paused and self.snapshot is not None:
             if self.snapshot.view == snapshot.view:
                 self._show_status()
@@ -301,6 +312,26 @@ class PairsApp(App[int]):
                 out[name] = (fp, waiting or render(spec, size.width, size.height, mono=lean))
         return out
 
+    def _fired(self, events: tuple[AlertEvent, ...]) -> None:
+        for e in events:
+            self.notify(
+                f"{e.rule}  {value_text(e.value)}",
+                title=f"alert {e.pair} {e.timeframe}",
+                severity="warning",
+                timeout=10,
+            )
+        if self.ring_bell:
+            self.bell()
+        self._events.extend(events)
+        self._show_alerts()
+
+    def _show_alerts(self) -> None:
+        pair = self.session.view.symbols
+        rules = [r for r in self.session.rules() if r.pair == pair]
+        events = [e for e in self._events if (e.symbol_a, e.symbol_b) == pair]
+        short = self.screen.has_class("narrow")
+        self.query_one(AlertPanel).show(rules, events, short=short)
+
     def _show_readout(self) -> None:
         widget = self.query_one(Readout)
         snapshot, i = self.snapshot, self.cursor
@@ -335,6 +366,7 @@ class PairsApp(App[int]):
             return
         await self.session.set_view(view)
         self._show_status()
+        self._show_alerts()
         self.refresh_data()
 
     async def action_timeframe(self, timeframe: str) -> None:
@@ -417,6 +449,31 @@ class PairsApp(App[int]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.HELP))
+
+    # -- alerts (from the palette) ----------------------------------------------------
+    async def action_add_alert(self, text: str) -> None:
+        try:
+            alert = await self.session.add_rule(text)
+        except RuleError as exc:
+            self.notify(str(exc), title=f"bad rule {text!r}", severity="error")
+            return
+        view = self.session.view
+        self.notify(
+            f"#{alert.id} {alert.rule} on {view.symbol_a}/{view.symbol_b} {alert.timeframe}",
+            title="alert set",
+        )
+        self._show_alerts()
+
+    async def action_remove_alert(self, rule_id: int) -> None:
+        await self.session.remove_rule(rule_id)
+        self.notify(f"alert #{rule_id} removed")
+        self._show_alerts()
+
+    async def action_mute_alert(self, rule_id: int | None, muted: bool) -> None:
+        await self.session.mute(rule_id, muted)
+        which = "every alert" if rule_id is None else f"alert #{rule_id}"
+        self.notify(f"{which} {'muted' if muted else 'unmuted'}")
+        self._show_alerts()
 
     # -- keys: export and quit --------------------------------------------------------
     def action_export(self) -> None:

@@ -8,13 +8,14 @@ can show why instead of doing nothing.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from pairs_tui.alerts import AlertRule, RuleError, parse_rule
 from pairs_tui.bars import TIMEFRAMES
 from pairs_tui.model import SymbolError, normalise_symbols
 
@@ -57,17 +58,26 @@ TYPED = (
     ("refresh", "display: refresh every S seconds", "type `refresh 2` (0.25 to 5)"),
     ("theme", "display: theme NAME", "type `theme nord`"),
     ("export", "export: bars / analytics CSV to PATH", "type `export analytics ~/z.csv`"),
+    ("alert", "alerts: add a rule", "type `alert abs(z) > 2` (on this pair and timeframe)"),
+    ("alerts", "alerts: list, remove, mute", "type `alerts` to list the rules with actions"),
 )
 
 
-def interpret(query: str, themes: Collection[str]) -> Iterator[Suggestion]:
+def interpret(
+    query: str, themes: Collection[str], rules: Sequence[AlertRule] = ()
+) -> Iterator[Suggestion]:
     """Suggestions for a typed command with arguments; nothing when the first word is
-    not one of ours (the fuzzy search over the fixed commands covers that)."""
+    not one of ours (the fuzzy search over the fixed commands covers that). `rules` are
+    the alert rules `alerts` lists."""
     words = query.split()
     if not words:
         return
     verb, args = words[0].lower(), words[1:]
-    if verb == "pair":
+    if verb == "alert":
+        yield _alert(query.strip()[len(words[0]) :].strip(), rules)
+    elif verb == "alerts":
+        yield from _alerts(args, rules)
+    elif verb == "pair":
         yield _pair(args)
     elif verb in ("window", "lookback"):
         yield _count(verb, args)
@@ -83,6 +93,65 @@ def interpret(query: str, themes: Collection[str]) -> Iterator[Suggestion]:
             yield Suggestion(f"view: timeframe {tf}", f"bars of {tf}", f"timeframe({tf!r})")
         else:
             yield _wrong(f"view: timeframe {tf}", f"unknown timeframe {tf!r}: use 1s, 1m or 5m")
+
+
+_RULE_ACTIONS = ("remove", "mute", "unmute")
+
+
+def _alert(text: str, rules: Sequence[AlertRule]) -> Suggestion:
+    """`alert RULE` adds; `alert remove|mute|unmute N` acts on rule #N."""
+    if not text:
+        return _wrong("alerts: add RULE", "type a rule: alert abs(z) > 2 (see the README)")
+    words = text.split()
+    if words[0].lower() in _RULE_ACTIONS:
+        verb = words[0].lower()
+        number = words[1].lstrip("#") if len(words) == 2 else ""
+        by_id = {r.id: r for r in rules}
+        if not number.isdigit() or int(number) not in by_id:
+            known = ", ".join(f"#{i}" for i in by_id) or "none yet"
+            return _wrong(f"alerts: {verb} {' '.join(words[1:])}", f"no such rule (rules: {known})")
+        return _rule_action(verb, by_id[int(number)])
+    try:
+        rule = parse_rule(text)
+    except RuleError as exc:
+        return _wrong(f"alerts: add {text}", f"cannot add: {exc}")
+    cooldown = f", then quiet for {rule.cooldown_s:g} s" if rule.cooldown_s else ""
+    return Suggestion(
+        f"alerts: add {rule.text}",
+        f"fires when it becomes true, re-arms once false{cooldown}",
+        f"add_alert({rule.text!r})",
+    )
+
+
+def _rule_action(verb: str, rule: AlertRule) -> Suggestion:
+    where = f"{rule.symbol_a}/{rule.symbol_b} {rule.timeframe}"
+    title = f"alerts: {verb} #{rule.id} {rule.rule.text} ({where})"
+    if verb == "remove":
+        return Suggestion(
+            title, "delete the rule (its past firings stay)", f"remove_alert({rule.id})"
+        )
+    muted = verb == "mute"
+    what = "no toast, bell or log until unmuted" if muted else "fire again"
+    return Suggestion(title, what, f"mute_alert({rule.id}, {muted})")
+
+
+def _alerts(args: list[str], rules: Sequence[AlertRule]) -> Iterator[Suggestion]:
+    """Every rule with what can be done to it, and mute / unmute all."""
+    verb = args[0].lower() if args else ""
+    if verb in ("mute", "unmute") and len(args) == 1:
+        muted = verb == "mute"
+        yield Suggestion(
+            f"alerts: {verb} all", "every rule, every pair", f"mute_alert(None, {muted})"
+        )
+        return
+    if not rules:
+        yield _wrong("alerts: none set", "add one: alert abs(z) > 2")
+        return
+    for rule in rules:
+        yield _rule_action("unmute" if rule.muted else "mute", rule)
+        yield _rule_action("remove", rule)
+    yield Suggestion("alerts: mute all", "every rule, every pair", "mute_alert(None, True)")
+    yield Suggestion("alerts: unmute all", "every rule, every pair", "mute_alert(None, False)")
 
 
 def _wrong(title: str, why: str) -> Suggestion:
@@ -165,7 +234,7 @@ class PairCommands(Provider):
             yield DiscoveryHit(title, partial(self.app.notify, how, title=title), help=how)
 
     async def search(self, query: str) -> Hits:
-        typed = list(interpret(query, self.app.available_themes))
+        typed = list(interpret(query, self.app.available_themes, self.app.session.rules()))
         for s in typed:
             yield Hit(1.0, s.title, partial(self._run, s), help=s.help)
         if typed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from rich.console import Group
@@ -9,7 +10,9 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from pairs_tui.alerts import AlertRule, value_text
 from pairs_tui.analytics import PairSeries, Summary
+from pairs_tui.model import AlertEvent
 
 
 class StatusLine(Static):
@@ -25,7 +28,53 @@ class Readout(Static):
 
 
 class AlertPanel(Static):
-    """Active alert rules and the latest firings."""
+    """The pair's alert rules and its latest firings, newest first."""
+
+    def show(
+        self, rules: Sequence[AlertRule], events: Sequence[AlertEvent], *, short: bool
+    ) -> None:
+        self.update(alert_line(rules, events) if short else alert_table(rules, events))
+
+
+def _clock(ts_us: int) -> str:
+    return datetime.fromtimestamp(ts_us / 1e6, UTC).strftime("%H:%M:%S")
+
+
+def _rule_count(rules: Sequence[AlertRule]) -> str:
+    if not rules:
+        return "no rules: type `alert abs(z) > 2` in the palette (ctrl+p)"
+    muted = sum(r.muted for r in rules)
+    return f"{len(rules)} rule{'s' if len(rules) != 1 else ''}" + (
+        f", {muted} muted" if muted else ""
+    )
+
+
+def alert_table(rules: Sequence[AlertRule], events: Sequence[AlertEvent]) -> Group:
+    """Rules with their ids (the palette's remove/mute take them), then the log."""
+    head = Text.assemble(("alerts ", "bold"), _rule_count(rules))
+    listed = Table.grid(padding=(0, 1))
+    for _ in range(3):
+        listed.add_column()
+    for r in rules:
+        listed.add_row(f"#{r.id}", Text(r.rule.text), f"{r.timeframe}{' muted' if r.muted else ''}")
+    log = Table.grid(padding=(0, 1))
+    for _ in range(3):
+        log.add_column()
+    for e in reversed(events):
+        log.add_row(_clock(e.fired_us), Text(e.rule), value_text(e.value))
+    parts = [head, listed]
+    if events:
+        parts += [Text("fired (UTC)", style="bold"), log]
+    return Group(*parts)
+
+
+def alert_line(rules: Sequence[AlertRule], events: Sequence[AlertEvent]) -> Text:
+    """One line for a small terminal: the count, and the last firing."""
+    text = Text(f"alerts: {_rule_count(rules)}")
+    if events:
+        e = events[-1]
+        text.append(f"  last {_clock(e.fired_us)} {e.rule} {value_text(e.value)}", style="bold")
+    return text
 
 
 def _fmt(value: float | int | None, spec: str = ".4g") -> str:
