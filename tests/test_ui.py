@@ -15,6 +15,7 @@ from textual.command import CommandList
 from textual.geometry import Region
 from textual.widgets._footer import FooterKey
 
+from pairs_tui.alerts import AlertRule, parse_rule
 from pairs_tui.cli import main
 from pairs_tui.engine import PairView
 from pairs_tui.feed.binance import FeedOptions
@@ -22,7 +23,7 @@ from pairs_tui.session import Session, SessionPlan
 from pairs_tui.ui.app import CHARTS, PairsApp
 from pairs_tui.ui.commands import interpret
 from pairs_tui.ui.help import HelpScreen
-from pairs_tui.ui.widgets import ChartView, Readout, StatsPanel, StatusLine
+from pairs_tui.ui.widgets import AlertPanel, ChartView, Readout, StatsPanel, StatusLine
 
 
 def make_app(db_path, *, window=3, lookback=40, timeframe="1s", feed=True, **options) -> PairsApp:
@@ -320,6 +321,25 @@ def test_interpret_parses_arguments_and_explains_bad_ones():
     [hit] = interpret("tf 2m", themes)
     assert hit.action is None and "use 1s, 1m or 5m" in hit.help
     assert list(interpret("help", themes)) == []  # left to the fuzzy search
+    [hit] = interpret("alert  abs(zscore)>2 cooldown 60s", themes)
+    assert hit.title == "alerts: add abs(z) > 2 cooldown 1m"
+    assert hit.action == "add_alert('abs(z) > 2 cooldown 1m')"
+    [hit] = interpret("alert z >", themes)
+    assert hit.action is None and "column 4" in hit.help
+    [hit] = interpret("alert remove 3", themes)
+    assert hit.action is None and "no such rule (rules: none yet)" in hit.help
+    rule = AlertRule(3, parse_rule("z > 2"), "BTCUSDT", "ETHUSDT", "1m", muted=True)
+    [hit] = interpret("alert remove #3", themes, [rule])
+    assert hit.action == "remove_alert(3)"
+    hits = list(interpret("alerts", themes, [rule]))
+    assert [h.action for h in hits] == [
+        "mute_alert(3, False)",
+        "remove_alert(3)",
+        "mute_alert(None, True)",
+        "mute_alert(None, False)",
+    ]
+    [hit] = interpret("alerts mute", themes, [rule])
+    assert hit.action == "mute_alert(None, True)"
 
 
 async def test_help_lists_every_key(db_path):
@@ -417,3 +437,58 @@ async def test_any_way_out_commits_and_closes_the_store(db_path):
     stats = app.session.ingest.stats()
     assert [s.stored for s in stats.symbols] == [s.received for s in stats.symbols]
     assert not db_path.with_name(db_path.name + "-wal").exists()  # the last close removes it
+
+
+def fired_toasts(app: PairsApp) -> list:
+    return [n for n in app._notifications if n.title == "alert BTCUSDT/ETHUSDT 1s"]
+
+
+async def test_an_alert_set_in_the_palette_fires_and_survives_a_restart(db_path):
+    app = await replayed(db_path)
+    rang = []
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        app.bell = lambda: rang.append(True)
+        await wait_until(lambda: drawn(app), 10)
+        assert "no rules" in on_screen(app.screen.query_one(AlertPanel))
+        hits = await palette(pilot, "alert zz > 2")
+        assert "unknown metric 'zz' at column 1; did you mean 'z'?" in hits
+        await pilot.press("escape")
+        hits = await palette(pilot, "alert price_a>0")
+        assert "alerts: add price_a > 0" in hits  # the rule as parsed
+        await pilot.press("enter")
+        await wait_until(lambda: fired_toasts(app))
+        [toast] = fired_toasts(app)
+        price = app.snapshot.summary.price_a
+        assert toast.title == "alert BTCUSDT/ETHUSDT 1s"
+        assert toast.message == f"price_a > 0  {price:.6g}"
+        assert rang == [True]
+        panel = on_screen(app.screen.query_one(AlertPanel))
+        assert re.search(r"#1\s+price_a > 0\s+1s", panel)  # the rule...
+        assert re.search(rf"\d\d:\d\d:\d\d\s+price_a > 0\s+{price:.6g}", panel)  # ...its firing
+        hits = await palette(pilot, "alerts")
+        assert "alerts: mute #1 price_a > 0" in hits and "alerts: remove #1" in hits
+        await pilot.press("enter")  # the first hit: mute
+        await pilot.pause(0.2)
+        assert re.search(
+            r"#1\s+price_a > 0\s+1s muted", on_screen(app.screen.query_one(AlertPanel))
+        )
+        await palette(pilot, "alert unmute 1")
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert "muted" not in on_screen(app.screen.query_one(AlertPanel))
+        assert len(fired_toasts(app)) == 1  # unmuted while true: no stale firing
+        await pilot.press("q")
+
+    again = make_app(db_path, feed=False, window=5, lookback=60)
+    async with again.run_test(size=(120, 40), notifications=True) as pilot:
+        await wait_until(lambda: drawn(again), 10)
+        panel = on_screen(again.screen.query_one(AlertPanel))
+        assert re.search(r"#1\s+price_a > 0\s+1s", panel)  # the rule came back...
+        assert re.search(r"\d\d:\d\d:\d\d\s+price_a > 0", panel)  # ...and so did its log
+        await wait_until(lambda: fired_toasts(again))  # a new run: true now, so it fires
+        await pilot.press("q")
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT rule, muted FROM alert_rules").fetchall() == [
+            ("price_a > 0", 0)
+        ]
+        assert conn.execute("SELECT count(*) FROM alert_events").fetchone() == (2,)
