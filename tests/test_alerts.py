@@ -329,3 +329,21 @@ async def test_a_version_1_store_gains_the_alert_tables(db_path):
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT count(*) FROM trades").fetchone() == trades
         assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+
+
+async def test_a_rule_on_another_timeframe_gets_its_tests_computed(db_path):
+    """adf_p at 1m while 1s is in view: the engine runs the 1m tests for it."""
+    await store_tape(db_path, 40 * 60)  # 40 one-minute bars: enough for the ADF
+    spec = RuleSpec(parse_rule("adf_p >= 0"), PAIR, "1m")
+    session = Session(plan(db_path, (spec,), keep_rules=False))
+    await session.start()
+    snapshot = await session.refresh()
+    await session.stop()
+    [event] = snapshot.fired
+    minute = next(g for g in snapshot.glances if g.timeframe == "1m")
+    assert event.timeframe == "1m" and event.value == minute.adf_pvalue is not None
+    shown_only = Session(plan(db_path))  # without the rule, 1m stays a glance
+    await shown_only.start()
+    glances = (await shown_only.refresh()).glances
+    await shown_only.stop()
+    assert next(g for g in glances if g.timeframe == "1m").adf_pvalue is None

@@ -55,6 +55,9 @@ def bad_inputs(tmp_path):
             ["btcusdt", "ethusdt", "--lookback", "5", "--window", "20"],
             "'view.lookback' must be at least",
         ),
+        (["btcusdt", "ethusdt", "--alert", "z >"], "bad --alert 'z >': expected a metric"),
+        (["watch", "btcusdt", "ethusdt", "--alert", "z ! 2"], "unexpected character '!' at"),
+        (["alerts", "--db", str(tmp_path / "none.db")], "no tick store at"),
     ]
 
 

@@ -114,3 +114,25 @@ def test_terminal_hang_up_exits_0_with_the_store_flushed(cockpit):
     term.hang_up()
     assert term.wait_exit(EXIT_WITHIN) == 0
     assert_store_flushed(db)
+
+
+def test_an_alert_from_the_command_line_fires_on_screen_and_rings(tmp_path):
+    """`--alert` rules are set on the pair shown; a firing shows a toast and a log row,
+    rings the terminal's bell and is stored."""
+    db = tmp_path / "ticks.db"
+    env = {**os.environ, "PAIRS_TUI_DEBUG": "1"}
+    argv = pairs_tui_cmd(
+        "btcusdt", "ethusdt", "--demo", "--db", str(db), *VIEW_ARGS, "--alert", "price_a>0"
+    )
+    with PtyTerminal(argv, cols=120, rows=40, env=env) as term:
+        term.wait_for(lambda lines: "alert BTCUSDT/ETHUSDT 1s" in "\n".join(lines), timeout=15)
+        screen = "\n".join(term.text())
+        assert re.search(r"#1\s+price_a > 0\s+1s", screen)  # the rule in the panel
+        assert re.search(r"\d\d:\d\d:\d\d\s+price_a > 0\s+[\d.]+", screen)  # its log row
+        assert "\x07" in term.transcript()  # the bell
+        term.send("q")
+        assert term.wait_exit(EXIT_WITHIN) == 0, term.dump()
+    assert "Traceback" not in term.transcript()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT rule FROM alert_rules").fetchall() == [("price_a > 0",)]
+        assert conn.execute("SELECT count(*) FROM alert_events").fetchone() == (1,)

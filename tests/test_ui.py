@@ -479,13 +479,15 @@ async def test_an_alert_set_in_the_palette_fires_and_survives_a_restart(db_path)
         assert len(fired_toasts(app)) == 1  # unmuted while true: no stale firing
         await pilot.press("q")
 
-    again = make_app(db_path, feed=False, window=5, lookback=60)
+    again = make_app(db_path, feed=False, window=5, lookback=60, bell=False)  # ui.bell
     async with again.run_test(size=(120, 40), notifications=True) as pilot:
+        again.bell = lambda: rang.append(True)
         await wait_until(lambda: drawn(again), 10)
         panel = on_screen(again.screen.query_one(AlertPanel))
         assert re.search(r"#1\s+price_a > 0\s+1s", panel)  # the rule came back...
         assert re.search(r"\d\d:\d\d:\d\d\s+price_a > 0", panel)  # ...and so did its log
         await wait_until(lambda: fired_toasts(again))  # a new run: true now, so it fires
+        assert rang == [True]  # the first run's bell only
         await pilot.press("q")
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT rule, muted FROM alert_rules").fetchall() == [
