@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -242,6 +242,8 @@ class _Parser:
         if self.word("cooldown"):
             self.take()
             cooldown = self.duration()
+            if self.token.kind != "end":
+                raise self.error("cooldown comes last: expected the end of the rule")
         if self.token.kind != "end":
             raise self.error("expected 'and', 'or', 'cooldown' or the end of the rule")
         return Rule(condition, cooldown)
@@ -259,18 +261,22 @@ class _Parser:
         return seconds
 
     def either(self) -> Condition:
-        parts = [self.both()]
-        while self.word("or"):
-            self.take()
-            parts.append(self.both())
-        return parts[0] if len(parts) == 1 else Logic("or", tuple(parts))
+        return self.chain("or", self.both)
 
     def both(self) -> Condition:
-        parts = [self.term()]
-        while self.word("and"):
+        return self.chain("and", self.term)
+
+    def chain(self, op: str, operand: Callable[[], Condition]) -> Condition:
+        """`x op y op z` as one flat Logic: `(x op y) op z` is the same rule, and so is
+        its canonical text."""
+        parts: list[Condition] = []
+        while True:
+            part = operand()
+            parts += part.parts if isinstance(part, Logic) and part.op == op else (part,)
+            if not self.word(op):
+                break
             self.take()
-            parts.append(self.term())
-        return parts[0] if len(parts) == 1 else Logic("and", tuple(parts))
+        return parts[0] if len(parts) == 1 else Logic(op, tuple(parts))
 
     def term(self) -> Condition:
         if self.token.kind == "(":
@@ -481,8 +487,10 @@ class AlertBook:
         self.rules.pop(rule_id, None)
         self.states.pop(rule_id, None)
 
-    def timeframes(self, pair: tuple[str, str]) -> frozenset[str]:
-        return frozenset(r.timeframe for r in self.rules.values() if r.pair == pair)
+    def forget_history(self) -> None:
+        """The next update has no previous one to cross from (a new view or pair)."""
+        for rule_id, state in self.states.items():
+            self.states[rule_id] = replace(state, before=None)
 
     def check(
         self,
@@ -497,6 +505,8 @@ class AlertBook:
         for rule_id, alert in self.rules.items():
             summary = summaries.get(alert.timeframe)
             if alert.pair != pair or summary is None:
+                # not followed on this update: a later one must not cross from stale values
+                self.states[rule_id] = replace(self.states[rule_id], before=None)
                 continue
             metrics = metrics_of(summary)
             before = self.states[rule_id]

@@ -383,8 +383,9 @@ def export(
         until_us = _time(asof, "--asof")  # to the microsecond: a moment, not a bar
     if since_us is not None and until_us is not None and since_us >= until_us:
         raise UsageProblem(
-            f"--from {since} is not before --{'asof' if asof else 'to'} {until or asof}"
-            f" (in whole {view.timeframe} bars)"
+            f"--from {since} is not before --asof {asof}"
+            if asof
+            else f"--from {since} is not before --to {until} (in whole {view.timeframe} bars)"
         )
     span = (since_us, until_us)
     path = _existing_db(config, db)
@@ -457,7 +458,7 @@ def watch(
         raise UsageProblem("nothing to watch: give a rule with --alert 'abs(z) > 2'")
     plan = SessionPlan(
         view=view,
-        db_path=_db_path(config, db),
+        db_path=_existing_db(config, db) if no_feed else _db_path(config, db),
         feed=None if no_feed else feed_options(config),
         demo=demo,
         seed=seed,

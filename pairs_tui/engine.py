@@ -215,7 +215,7 @@ def settled_cut(last_a: int | None, last_b: int | None, now_us: int) -> int:
     Each symbol's trades arrive in time order, so everything before its newest stored
     trade is in (the newest one's same-time siblings may still be on their way); a symbol
     quiet for `SETTLE_US` is complete up to then. A snapshot cut there is one consistent
-    moment of both symbols, and `pairs-tui export --to` that time reproduces it.
+    moment of both symbols, and `pairs-tui export --asof` that time reproduces it.
     """
     quiet = now_us - SETTLE_US
     return min(max(last if last is not None else quiet, quiet) for last in (last_a, last_b))
@@ -265,6 +265,7 @@ class PairEngine:
         return sum(side.trades for side in self._sides) if self._sides else 0
 
     async def refresh(self, now_us: int | None = None) -> PairSnapshot:
+        view = self.view  # the view this refresh is for, though it may change meanwhile
         if self._sides is None:
             self._sides = await self._load()
         a, b = self._sides
@@ -276,7 +277,7 @@ class PairEngine:
         await asyncio.to_thread(a.trim, b, self._kept)
         # bars that ended before the cut are final: the tests run on those
         snapshot = await asyncio.to_thread(
-            self._analyze, self.view, a.bars, b.bars, cut, self.tested, self._cached
+            self._analyze, view, a.bars, b.bars, cut, self.tested, self._cached
         )
         return replace(snapshot, asof_us=cut)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
 from pairs_tui.ingest import Ingest
 from pairs_tui.model import AlertEvent, FeedStats, StreamKind
-from pairs_tui.store import TickStore
+from pairs_tui.store import StoreBusy, TickStore
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class Session:
     async def set_view(self, view: PairView) -> None:
         """A new pair subscribes the feed to its symbols (the store keeps the old ones)."""
         switched = view.symbols != self.view.symbols
+        if replace(view, timeframe=self.view.timeframe) != self.view:
+            self.alerts.forget_history()  # W, L or the pair: values jump, nothing crosses
         self.view = view
         if self._engine is not None:
             self._engine.set_view(view)
@@ -116,11 +119,14 @@ class Session:
         summaries = {s.timeframe: s for s in snapshot.glances}
         now_us = time.time_ns() // 1000
         fired = self.alerts.check(
-            self.view.symbols, summaries, now_us=now_us, asof_us=snapshot.asof_us
+            snapshot.view.symbols, summaries, now_us=now_us, asof_us=snapshot.asof_us
         )
         if not fired:
             return snapshot
-        await self.store.add_events(fired)
+        try:
+            await self.store.add_events(fired)
+        except (sqlite3.Error, StoreBusy) as exc:  # shown and printed all the same
+            self.on_event(f"could not store {len(fired)} alert firing(s): {exc}")
         return replace(snapshot, fired=tuple(fired))
 
     # -- alert rules --------------------------------------------------------------------

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import aiosqlite
 import platformdirs
@@ -27,6 +27,7 @@ from pairs_tui.model import AlertEvent, Gap, RuleRecord, StreamKind, TradeRow
 ImportRow: TypeAlias = tuple[int, int, int, str, str, int]
 
 SCHEMA_VERSION = 2
+T = TypeVar("T")
 
 # Forward migrations: entry i takes a database from user_version i to i + 1.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -58,7 +59,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (
         """CREATE TABLE alert_rules (
-            id          INTEGER PRIMARY KEY,
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: events name it
             symbol_a    TEXT    NOT NULL,
             symbol_b    TEXT    NOT NULL,
             timeframe   TEXT    NOT NULL,
@@ -190,15 +191,19 @@ class TickStore:
     # -- writing ------------------------------------------------------------------------
     async def write(self, rows: Sequence[TradeRow], gaps: Sequence[Gap] = ()) -> int:
         """Commit one batch in one transaction; returns how many trades were new."""
-        for attempt in range(_LOCK_RETRIES):
+        return await self._retrying(lambda: self._write_once(rows, gaps))
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` again while another process holds the write lock."""
+        for tries in range(_LOCK_RETRIES):
             try:
-                return await self._write_once(rows, gaps)
+                return await attempt()
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
-                if attempt == _LOCK_RETRIES - 1:
+                if tries == _LOCK_RETRIES - 1:
                     raise StoreBusy(f"{self.path} stayed locked by another process") from None
-                await asyncio.sleep(0.05 * (attempt + 1))
+                await asyncio.sleep(0.05 * (tries + 1))
         raise AssertionError("unreachable")
 
     async def _write_once(self, rows: Sequence[TradeRow], gaps: Sequence[Gap]) -> int:
@@ -280,8 +285,10 @@ class TickStore:
             )
             for e in events
         ]
-        await self._conn.executemany(
-            "INSERT INTO alert_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+        await self._retrying(
+            lambda: self._conn.executemany(
+                "INSERT INTO alert_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
         )
 
     async def events(self, limit: int | None = None) -> list[AlertEvent]:

@@ -102,6 +102,13 @@ def test_every_documented_form_parses(text, condition, canonical):
     assert parse_rule(rule.text) == rule  # the canonical text means the same rule
 
 
+def test_grouping_the_same_operator_is_the_same_rule():
+    flat = parse_rule("z > 1 and corr > 0.5 and beta > 1")
+    assert parse_rule("z > 1 and (corr > 0.5 and beta > 1)") == flat
+    assert parse_rule("((z > 1 and corr > 0.5)) and beta > 1") == flat
+    assert parse_rule("(z > 1 or corr > 0.5) or beta > 1").text == "z > 1 or corr > 0.5 or beta > 1"
+
+
 @pytest.mark.parametrize(
     ("text", "seconds", "canonical"),
     [
@@ -139,6 +146,7 @@ def test_cooldowns(text, seconds, canonical):
         ("z > 2 cooldown 5d", "unknown unit 'd': use s, m or h at column 17"),
         ("z > 2 cooldown 0s", "cooldown must be more than 0 and at most 7 days at column 16"),
         ("z > 1e999", "number 1e999 is too large at column 5"),
+        ("z > 2 cooldown 1m and corr > 0", "cooldown comes last: expected the end of the rule"),
         ("", "empty rule"),
         ("(" * 40 + "z > 1" + ")" * 40, "nested more than 16 deep"),
         ("z > 2" + " " * 400, "rule longer than 300 characters"),
@@ -235,6 +243,26 @@ def test_and_or():
     assert firings("corr < 0.6 and z crosses 2", either) == [2]
 
 
+def test_crosses_never_measures_from_an_update_it_missed():
+    """A rule not followed on an update (its pair out of view) or across a view change
+    forgets its previous values: a later update cannot 'cross' from stale numbers."""
+    from pairs_tui.analytics import Summary
+
+    def at(spread: float) -> dict:
+        values = dict.fromkeys(Summary.__dataclass_fields__)
+        return {"1m": Summary(**(values | {"spread": spread, "timeframe": "1m"}))}
+
+    book = AlertBook()
+    book.put(AlertRule(1, parse_rule("spread crosses 0"), *PAIR, "1m"))
+    other = ("SOLUSDT", "BNBUSDT")
+    assert book.check(PAIR, at(-1), now_us=0, asof_us=0) == []
+    assert book.check(other, at(5), now_us=1, asof_us=1) == []  # PAIR out of view
+    assert book.check(PAIR, at(1), now_us=2, asof_us=2) == []  # -1 was before the gap
+    assert len(book.check(PAIR, at(-1), now_us=3, asof_us=3)) == 1  # a real crossing
+    book.forget_history()  # e.g. a new window
+    assert book.check(PAIR, at(1), now_us=4, asof_us=4) == []
+
+
 def test_the_book_reports_values_and_keeps_muted_rules_quiet():
     from conftest import PAIR as pair
 
@@ -300,6 +328,8 @@ async def test_rules_and_firings_survive_a_restart(db_path):
         assert conn.execute("SELECT rule FROM alert_rules").fetchall() == [
             ("abs(z) >= 0 cooldown 1h",)
         ]
+    async with await TickStore.open(db_path) as store:  # a removed rule's id is not reused
+        assert await store.add_rule(PAIR, "1m", "z > 3", 0) > 2
         assert conn.execute("SELECT count(*) FROM alert_events").fetchone() == (3,)
 
 

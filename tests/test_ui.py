@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 from conftest import store_tape, wait_until
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from textual.command import CommandList
+from textual.content import Content
 from textual.geometry import Region
 from textual.widgets._footer import FooterKey
 
@@ -21,7 +24,7 @@ from pairs_tui.engine import PairView
 from pairs_tui.feed.binance import FeedOptions
 from pairs_tui.session import Session, SessionPlan
 from pairs_tui.ui.app import CHARTS, PairsApp
-from pairs_tui.ui.commands import interpret
+from pairs_tui.ui.commands import interpret, literal
 from pairs_tui.ui.help import HelpScreen
 from pairs_tui.ui.widgets import AlertPanel, ChartView, Readout, StatsPanel, StatusLine
 
@@ -342,6 +345,13 @@ def test_interpret_parses_arguments_and_explains_bad_ones():
     assert hit.action == "mute_alert(None, True)"
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="[]/\\ab =#@", max_size=20))
+def test_typed_text_reaches_the_palette_as_text(typed):
+    """Whatever is typed after `alert` or `export` shows as itself, never as markup."""
+    assert Content.from_markup(literal(typed)).plain == typed
+
+
 async def test_help_lists_every_key(db_path):
     app = make_app(db_path, feed=False)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -452,6 +462,9 @@ async def test_an_alert_set_in_the_palette_fires_and_survives_a_restart(db_path)
         assert "no rules" in on_screen(app.screen.query_one(AlertPanel))
         hits = await palette(pilot, "alert zz > 2")
         assert "unknown metric 'zz' at column 1; did you mean 'z'?" in hits
+        await pilot.press("escape")
+        hits = await palette(pilot, "alert z > [/]")  # typed text is never markup
+        assert "unexpected character '[' at column 5" in hits
         await pilot.press("escape")
         hits = await palette(pilot, "alert price_a>0")
         assert "alerts: add price_a > 0" in hits  # the rule as parsed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -32,6 +33,7 @@ from pairs_tui.analytics import MIN_OLS_BARS
 from pairs_tui.engine import PairSnapshot, PairView, ViewError
 from pairs_tui.model import AlertEvent, FeedState, FeedStats, SymbolError, normalise_symbols
 from pairs_tui.session import Session
+from pairs_tui.store import StoreBusy
 from pairs_tui.ui.charts import ChartSpec, Line, fingerprint, render, waiting_for
 from pairs_tui.ui.commands import REFRESH_RANGE, PairCommands
 from pairs_tui.ui.help import HelpScreen
@@ -50,8 +52,9 @@ Z_THRESHOLDS = (2.0, -2.0)
 CHARTS = ("prices", "spread", "zscore", "corr")
 NARROW = (100, 30)  # below either: stacked charts, short stats
 TOO_SMALL = (40, 12)
-STALE_AFTER_S = 10.0
-ALERT_LOG = 50  # firings kept in the log panel  # connected, yet no trade for this long: say so
+STALE_AFTER_S = 10.0  # connected, yet no trade for this long: say so
+ALERT_LOG = 50  # firings kept in the log panel
+STORE_ERRORS = (sqlite3.Error, StoreBusy)  # a locked or broken store: say so, go on
 
 
 def chart_specs(snapshot: PairSnapshot, cursor: int | None = None) -> dict[str, ChartSpec]:
@@ -313,13 +316,14 @@ class PairsApp(App[int]):
         return out
 
     def _fired(self, events: tuple[AlertEvent, ...]) -> None:
+        """One toast per pair and timeframe, however many rules fired on this update."""
+        groups: dict[str, list[str]] = {}
         for e in events:
-            self.notify(
-                f"{e.rule}  {value_text(e.value)}",
-                title=f"alert {e.pair} {e.timeframe}",
-                severity="warning",
-                timeout=10,
+            groups.setdefault(f"alert {e.pair} {e.timeframe}", []).append(
+                f"{e.rule}  {value_text(e.value)}"
             )
+        for title, lines in groups.items():
+            self.notify("\n".join(lines), title=title, severity="warning", timeout=8)
         if self.ring_bell:
             self.bell()
         self._events.extend(events)
@@ -454,8 +458,8 @@ class PairsApp(App[int]):
     async def action_add_alert(self, text: str) -> None:
         try:
             alert = await self.session.add_rule(text)
-        except RuleError as exc:
-            self.notify(str(exc), title=f"bad rule {text!r}", severity="error")
+        except (RuleError, *STORE_ERRORS) as exc:
+            self.notify(str(exc), title="alert not set", severity="error", markup=False)
             return
         view = self.session.view
         self.notify(
@@ -465,12 +469,20 @@ class PairsApp(App[int]):
         self._show_alerts()
 
     async def action_remove_alert(self, rule_id: int) -> None:
-        await self.session.remove_rule(rule_id)
+        try:
+            await self.session.remove_rule(rule_id)
+        except STORE_ERRORS as exc:
+            self.notify(str(exc), title="alert not removed", severity="error", markup=False)
+            return
         self.notify(f"alert #{rule_id} removed")
         self._show_alerts()
 
     async def action_mute_alert(self, rule_id: int | None, muted: bool) -> None:
-        await self.session.mute(rule_id, muted)
+        try:
+            await self.session.mute(rule_id, muted)
+        except STORE_ERRORS as exc:
+            self.notify(str(exc), title="alerts unchanged", severity="error", markup=False)
+            return
         which = "every alert" if rule_id is None else f"alert #{rule_id}"
         self.notify(f"{which} {'muted' if muted else 'unmuted'}")
         self._show_alerts()

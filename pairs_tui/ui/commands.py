@@ -224,6 +224,12 @@ def _export(args: list[str]) -> Suggestion:
     )
 
 
+def literal(text: str) -> str:
+    """Text for the palette, which reads markup: every `[` shown as itself (Textual's
+    own escape leaves an unfinished tag such as `[/` alone, and that still breaks)."""
+    return text.replace("[", "\\[")
+
+
 class PairCommands(Provider):
     """Everything the keys do, plus the commands that take an argument."""
 
@@ -235,8 +241,8 @@ class PairCommands(Provider):
 
     async def search(self, query: str) -> Hits:
         typed = list(interpret(query, self.app.available_themes, self.app.session.rules()))
-        for s in typed:
-            yield Hit(1.0, s.title, partial(self._run, s), help=s.help)
+        for s in typed:  # what was typed is text, never markup (`alert [/]` must not crash)
+            yield Hit(1.0, literal(s.title), partial(self._run, s), s.title, literal(s.help))
         if typed:
             return
         matcher = self.matcher(query)
@@ -252,6 +258,8 @@ class PairCommands(Provider):
 
     async def _run(self, suggestion: Suggestion) -> None:
         if suggestion.action is None:
-            self.app.notify(suggestion.help, title=suggestion.title, severity="warning")
+            self.app.notify(
+                suggestion.help, title=suggestion.title, severity="warning", markup=False
+            )
         else:
             await self.app.run_action(suggestion.action)
