@@ -361,7 +361,7 @@ async def test_help_lists_every_key(db_path):
         shown = on_screen(app.screen.query_one("#help"))
         for key, _ in PairsApp.HELP:
             assert key in shown
-        assert "view: pair A B" in shown
+        assert "view: pair A B" in shown and "alerts: add a rule" in shown
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         await pilot.press("q")
