@@ -19,7 +19,7 @@ import click
 from pairs_tui import __version__
 from pairs_tui.config import Config, ConfigError, apply, load_config
 from pairs_tui.feed.binance import check_ws_url
-from pairs_tui.model import SymbolError, normalise_symbols
+from pairs_tui.model import SymbolError, normalise_symbols, parse_span
 from pairs_tui.store import StoreError, default_db_path
 
 if TYPE_CHECKING:
@@ -148,6 +148,10 @@ def record(
     config = _config(config_file, feed={"ws_url": _ws_url(ws_url), "stream": stream})
     plan = RecordPlan(names, _db_path(config, db), demo=demo, seed=seed, duration=duration)
     asyncio.run(run_record(plan, config))
+
+
+def _retention(config: Config) -> float | None:
+    return parse_span(config.store.retention) if config.store.retention else None
 
 
 def _existing_db(config: Config, db: Path | None) -> Path:
@@ -289,6 +293,7 @@ def cockpit(
         flush_interval=config.store.flush_interval,
         kind=config.stream_kind,
         rules=_rule_specs(config, alerts, view),
+        retention_s=_retention(config) if not no_feed else None,
     )
     export_dir = _expand(Path(config.export.dir)) if config.export.dir else None
     app = PairsApp(
@@ -467,6 +472,7 @@ def watch(
         kind=config.stream_kind,
         rules=rules,
         keep_rules=False,
+        retention_s=_retention(config) if not no_feed else None,
     )
     asyncio.run(run_watch(plan, every=config.ui.refresh, duration=duration))
 
@@ -499,6 +505,51 @@ def alerts_(as_json: bool, limit: int | None, db: Path | None, config_file: Path
         click.echo(f"no alert has fired yet ({len(rules)} rule(s) stored in {path})", err=True)
     for e in events:
         click.echo(f"{iso(e.fired_us)}  {e.pair}  {e.timeframe}  {e.rule}  {value_text(e.value)}")
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="SPAN",
+    help="Delete trades older than this: 90m, 12h, 7d, 2w.",
+)
+@db_option
+@config_option
+def prune(older_than: str, db: Path | None, config_file: Path | None) -> None:
+    """Delete old raw trades from the tick store, in small batches (a recorder writing
+    meanwhile is not held up), and give the space back."""
+    import time
+
+    from pairs_tui.model import iso
+    from pairs_tui.store import TickStore
+
+    try:
+        keep_s = parse_span(older_than)
+    except ValueError as exc:
+        raise UsageProblem(f"--older-than: {exc}") from None
+    path = _existing_db(_config(config_file), db)
+    cutoff = time.time_ns() // 1000 - int(keep_s * 1e6)
+    size_before = path.stat().st_size
+    live = sys.stderr.isatty()
+
+    def progress(deleted: int) -> None:
+        if live:
+            click.echo(f"\rpruned {deleted:,} trades ...", nl=False, err=True)
+
+    async def run() -> int:
+        async with await TickStore.open(path) as store:
+            return await store.prune(cutoff, progress=progress)
+
+    deleted = asyncio.run(run())
+    if live:
+        click.echo("\r\x1b[2K", nl=False, err=True)
+    mib = 1024 * 1024
+    click.echo(
+        f"pruned {deleted:,} trades older than {iso(cutoff)} from {path}"
+        f" ({size_before / mib:,.1f} MiB -> {path.stat().st_size / mib:,.1f} MiB)"
+    )
 
 
 @cli.command("demo-server")

@@ -17,7 +17,7 @@ from typing import Any, get_type_hints
 import platformdirs
 
 from pairs_tui.feed.binance import DEFAULT_WS_URL, check_ws_url
-from pairs_tui.model import StreamKind
+from pairs_tui.model import StreamKind, parse_span
 
 
 class ConfigError(ValueError):
@@ -45,6 +45,7 @@ class StoreConfig:
     path: str = ""
     flush_interval: float = 0.25
     max_pending: int = 200_000
+    retention: str = ""  # e.g. "7d"; empty: keep every trade
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,11 @@ def _validate(config: Config, source: str) -> None:
         fail("store.flush_interval", "must be between 0.01 and 5 seconds")
     if store.max_pending < 1000:
         fail("store.max_pending", "must be at least 1000")
+    if store.retention:
+        try:
+            parse_span(store.retention)
+        except ValueError as exc:
+            fail("store.retention", f"is an {exc}")
     view = config.view
     if view.timeframe not in ("1s", "1m", "5m"):
         fail("view.timeframe", f"must be '1s', '1m' or '5m', not {view.timeframe!r}")

@@ -119,6 +119,18 @@ class AlertEvent:
         return f"{self.symbol_a}/{self.symbol_b}"
 
 
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_SPAN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_span(text: str) -> float:
+    """`90s`, `30m`, `12h`, `7d`, `2w` in seconds; ValueError says how to write one."""
+    match = _SPAN.fullmatch(text.strip().lower())
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"invalid time span {text!r}: use a number and s, m, h, d or w, like 7d")
+    return float(match.group(1)) * _SPAN_UNITS[match.group(2)]
+
+
 class SymbolError(ValueError):
     pass
 

@@ -22,7 +22,8 @@ from pairs_tui.config import Config
 from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
 from pairs_tui.ingest import Ingest
-from pairs_tui.model import FeedState, FeedStats
+from pairs_tui.model import FeedState, FeedStats, parse_span
+from pairs_tui.retention import keep_pruned
 from pairs_tui.store import TickStore
 
 
@@ -132,10 +133,17 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO = sys.stdout)
         if plan.duration is not None:
             loop.call_later(plan.duration, ingest.stop)
         ticker = asyncio.create_task(_tick(printer, ingest))
+        pruner = None
+        if config.store.retention:
+            keep_s = parse_span(config.store.retention)
+            pruner = asyncio.create_task(keep_pruned(plan.db_path, keep_s, printer.event))
         try:
             await ingest.run()
         finally:
             ticker.cancel()
+            if pruner is not None:
+                pruner.cancel()
+                await asyncio.gather(pruner, return_exceptions=True)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         stats = ingest.stats()

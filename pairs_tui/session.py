@@ -22,6 +22,7 @@ from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
 from pairs_tui.ingest import Ingest
 from pairs_tui.model import AlertEvent, FeedStats, StreamKind
+from pairs_tui.retention import keep_pruned
 from pairs_tui.store import StoreBusy, TickStore
 
 
@@ -37,6 +38,7 @@ class SessionPlan:
     kind: StreamKind = StreamKind.TRADE
     rules: tuple[RuleSpec, ...] = ()  # from config.toml and --alert
     keep_rules: bool = True  # store them (the cockpit) or only use them (watch)
+    retention_s: float | None = None  # prune trades older than this while recording
 
 
 _NEEDS_TESTS = {"adf_p", "half_life"}
@@ -52,6 +54,7 @@ class Session:
         self.ingest: Ingest | None = None
         self._engine: PairEngine | None = None
         self._ingest_task: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self._stopped = False
         self.alerts = AlertBook()
 
@@ -65,6 +68,10 @@ class Session:
         if plan.demo:
             self.server = await DemoServer(seed=plan.seed, rate=plan.demo_rate).start()
         self._start_feed()
+        if plan.retention_s is not None:
+            self._pruner = asyncio.create_task(
+                keep_pruned(plan.db_path, plan.retention_s, self.on_event), name="retention"
+            )
 
     def _start_feed(self) -> None:
         assert self.store is not None and self.plan.feed is not None
@@ -86,6 +93,9 @@ class Session:
         if self._stopped:
             return
         self._stopped = True
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
         await self._stop_feed()
         if self.server is not None:
             await self.server.stop()

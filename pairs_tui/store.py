@@ -132,6 +132,8 @@ class TickStore:
         store = cls(path, conn)
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            # only possible before the first table: a new store can give pruned space back
+            await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             await store._migrate()
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
@@ -241,6 +243,50 @@ class TickStore:
             with contextlib.suppress(sqlite3.Error):  # never hide the error that got us here
                 await conn.execute("ROLLBACK")
             raise
+
+    # -- pruning --------------------------------------------------------------------------
+    async def prune(
+        self,
+        before_us: int,
+        *,
+        batch: int = 20_000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete trades older than `before_us`, `batch` rows per short transaction, so a
+        recorder writing meanwhile waits milliseconds, not minutes; returns how many.
+        Freed pages are reused for new trades, and given back to the file system when
+        the store was created with incremental auto-vacuum (every store since v2).
+
+        Use a connection of its own (`TickStore.open` again): the vacuum step commits
+        whatever else the connection has open."""
+        cursor = await self._conn.execute("SELECT id FROM series ORDER BY id")
+        deleted = 0
+        for (series,) in await cursor.fetchall():
+            while True:
+                cursor = await self._retrying(
+                    lambda s=series: self._conn.execute(
+                        "DELETE FROM trades WHERE series = ? AND trade_id IN (SELECT trade_id"
+                        " FROM trades WHERE series = ? AND ts_us < ? LIMIT ?)",
+                        (s, s, before_us, batch),
+                    )
+                )
+                deleted += max(cursor.rowcount, 0)
+                if progress is not None:
+                    progress(deleted)
+                if cursor.rowcount < batch:
+                    break
+                await asyncio.sleep(0)  # let a waiting writer in between batches
+        if await self._scalar("PRAGMA auto_vacuum") == 2:  # incremental
+            while await self._scalar("PRAGMA freelist_count") > 0:
+                # executescript runs the pragma to the end; execute would free one page
+                await self._retrying(
+                    lambda: self._conn.executescript("PRAGMA incremental_vacuum(2000);")
+                )
+                await asyncio.sleep(0)
+        return deleted
+
+    async def first_time(self) -> int | None:
+        return await self._scalar("SELECT min(ts_us) FROM trades")
 
     # -- alert rules and events -----------------------------------------------------------
     async def add_rule(self, pair: tuple[str, str], timeframe: str, rule: str, now_us: int) -> int:

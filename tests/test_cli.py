@@ -58,6 +58,8 @@ def bad_inputs(tmp_path):
         (["btcusdt", "ethusdt", "--alert", "z >"], "bad --alert 'z >': expected a metric"),
         (["watch", "btcusdt", "ethusdt", "--alert", "z ! 2"], "unexpected character '!' at"),
         (["alerts", "--db", str(tmp_path / "none.db")], "no tick store at"),
+        (["prune", "--older-than", "7x", "--db", str(notdb)], "invalid time span '7x'"),
+        (["prune", "--older-than", "7d", "--db", str(tmp_path / "none.db")], "no tick store at"),
         (
             ["watch", "btcusdt", "ethusdt", "--no-feed", "--alert", "z > 2", "--db", "none.db"],
             "no tick store at none.db",

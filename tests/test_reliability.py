@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import sqlite3
+import subprocess
+import time
 
 from conftest import cli_env, pairs_tui_cmd, wait_until
 
 from pairs_tui.feed.demo import DemoServer
+from pairs_tui.model import StreamKind
+from pairs_tui.store import TickStore
 
 RATE = 400.0  # trades per second per symbol
 FLUSH_S = 0.25
@@ -71,3 +76,99 @@ async def test_sigkill_ten_times_loses_at_most_the_last_batch(tmp_path, isolated
                 assert kept, f"run {run}: {symbol}: the recorder stored nothing"
                 assert kept == sent[: len(kept)], f"run {run}: {symbol}: not a prefix"
                 assert len(sent) - len(kept) <= unflushed, (run, symbol, len(sent), len(kept))
+
+
+DAY_US = 86_400_000_000
+
+
+async def fill_days(db, days: int, per_day: int, end_us: int, first_id: int = 0) -> None:
+    """`days` days of trades of BTCUSDT and ETHUSDT ending at `end_us`, evenly spaced."""
+    async with await TickStore.open(db) as store:
+        ids = await store.series_ids(["BTCUSDT", "ETHUSDT"], StreamKind.TRADE)
+        n = days * per_day
+        start = end_us - days * DAY_US
+        rows = [
+            (ids[s], first_id + i, start + i * (days * DAY_US) // n, None, "100.5", "0.01", 0)
+            for s in ids
+            for i in range(n)
+        ]
+        for k in range(0, len(rows), 50_000):
+            await store.write(rows[k : k + 50_000])
+
+
+async def test_prune_deletes_only_old_trades_in_batches_and_gives_space_back(db_path):
+    now = time.time_ns() // 1000
+    await fill_days(db_path, 10, 20_000, now)
+    size_before = db_path.stat().st_size
+    cutoff = now - 7 * DAY_US
+    with sqlite3.connect(db_path) as conn:
+        (old,) = conn.execute("SELECT count(*) FROM trades WHERE ts_us < ?", (cutoff,)).fetchone()
+        (total,) = conn.execute("SELECT count(*) FROM trades").fetchone()
+    writes_during_prune = 0
+    pruning = True
+
+    async def writer() -> None:  # a recorder on its own connection, committing meanwhile
+        nonlocal writes_during_prune
+        async with await TickStore.open(db_path) as store:
+            ids = await store.series_ids(["SOLUSDT"], StreamKind.TRADE)
+            i = 0
+            while pruning:
+                await store.write([(ids["SOLUSDT"], i, now, now, "1.5", "2", True)])
+                writes_during_prune += 1
+                i += 1
+                await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(writer())
+    await asyncio.sleep(0.05)
+    steps: list[int] = []
+    async with await TickStore.open(db_path) as store:
+        deleted = await store.prune(cutoff, batch=5_000, progress=steps.append)
+        started = writes_during_prune
+    pruning = False
+    await task
+    assert deleted == old and len(steps) > 10 and steps[-1] == old
+    assert started > 3  # the writer was not shut out for the whole prune
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT min(ts_us) FROM trades").fetchone()[0] >= cutoff
+        (left,) = conn.execute(
+            "SELECT count(*) FROM trades JOIN series ON series.id = trades.series"
+            " WHERE symbol != 'SOLUSDT'"
+        ).fetchone()
+    assert left == total - old
+    assert db_path.stat().st_size < size_before * 0.8  # 30 % of rows gone, and their space
+
+
+def test_prune_command_and_retention_while_recording(tmp_path, isolated_home):
+    db = tmp_path / "ticks.db"
+    now = time.time_ns() // 1000
+    asyncio.run(fill_days(db, 1, 1_000, now - 5 * DAY_US // 2))  # 2.5 to 3.5 days old
+    asyncio.run(fill_days(db, 1, 1_000, now - DAY_US // 2, first_id=10_000))  # 0.5 to 1.5
+    env = cli_env(isolated_home)
+    done = subprocess.run(
+        pairs_tui_cmd("prune", "--older-than", "2d", "--db", str(db)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.match(
+        r"pruned 2,000 trades older than \S+Z from \S+ \(\S+ MiB -> \S+ MiB\)", done.stdout
+    )
+    config = tmp_path / "keep.toml"
+    config.write_text('[store]\nretention = "12h"\n')
+    record = ("record", "btcusdt", "ethusdt", "--demo", "--duration", "2", "--db", str(db))
+    rec = subprocess.run(
+        pairs_tui_cmd(*record, "--config", str(config)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rec.returncode == 0, rec.stderr
+    assert "retention: pruned 2,000 trades older than" in rec.stdout
+    with sqlite3.connect(db) as conn:
+        (oldest,) = conn.execute("SELECT min(ts_us) FROM trades").fetchone()
+        (count,) = conn.execute("SELECT count(*) FROM trades").fetchone()
+    assert oldest > now - DAY_US // 2 and count > 20  # only what was just recorded
