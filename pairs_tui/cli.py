@@ -19,7 +19,7 @@ import click
 from pairs_tui import __version__
 from pairs_tui.config import Config, ConfigError, apply, load_config
 from pairs_tui.feed.binance import check_ws_url
-from pairs_tui.model import SymbolError, normalise_symbols, parse_span
+from pairs_tui.model import SymbolError, normalise_symbols, parse_span, printable
 from pairs_tui.store import StoreError, default_db_path
 
 if TYPE_CHECKING:
@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fail(message: str, code: int, hint: str | None = None) -> None:
-    line = f"pairs-tui: error: {message}"
+    line = f"pairs-tui: error: {printable(message)}"
     if hint:
         line += f" (see '{hint} --help')"
     print(line, file=sys.stderr)

@@ -119,6 +119,15 @@ class AlertEvent:
         return f"{self.symbol_a}/{self.symbol_b}"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # newlines too: one event, one line
+
+
+def printable(text: str) -> str:
+    """Text from outside (a server's close reason, a typed symbol) made safe for a
+    terminal: control characters, escape sequences among them, are shown as `\\x1b`."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 _SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _SPAN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

@@ -22,7 +22,7 @@ from pairs_tui.config import Config
 from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
 from pairs_tui.ingest import Ingest
-from pairs_tui.model import FeedState, FeedStats, parse_span
+from pairs_tui.model import FeedState, FeedStats, parse_span, printable
 from pairs_tui.retention import keep_pruned
 from pairs_tui.store import TickStore
 
@@ -78,7 +78,7 @@ class StatusPrinter:
     def event(self, text: str) -> None:
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
         self._clear()
-        self.out.write(f"{stamp} {text}\n")
+        self.out.write(f"{stamp} {printable(text)}\n")
         self.out.flush()
 
     def show(self, stats: FeedStats) -> None:

@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from pairs_tui.alerts import event_record
+from pairs_tui.model import printable
 from pairs_tui.session import Session, SessionPlan
 
 
 def _log(err: TextIO, text: str) -> None:
-    err.write(f"{datetime.now(UTC):%H:%M:%S} {text}\n")
+    err.write(f"{datetime.now(UTC):%H:%M:%S} {printable(text)}\n")
     err.flush()
 
 

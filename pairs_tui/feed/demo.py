@@ -156,7 +156,8 @@ class Faults:
     """Fault injection for tests; counts are per connection, 0 means off."""
 
     cut_every: int = 0  # drop the TCP connection, no close frame (1006), after N trades
-    close_every: int = 0  # clean close 1001 ("going away") after N trades
+    close_every: int = 0  # clean close 1001 after N trades
+    close_reason: str = "going away"  # the close frame's text
     shutdown_every: int = 0  # send serverShutdown after N trades, then send nothing more
     stall_after: int = 0  # after N trades go silent (connection open, pings answered)
     stalls: int = 1  # how many connections stall before the server behaves again
@@ -383,7 +384,7 @@ class DemoServer:
             return True
         if faults.close_every and n % faults.close_every == 0:
             self.counters.closes += 1
-            await ws.close(1001, "going away")
+            await ws.close(1001, faults.close_reason)
             return True
         if faults.shutdown_every and n % faults.shutdown_every == 0:
             self.counters.shutdowns += 1

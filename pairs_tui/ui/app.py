@@ -25,6 +25,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.events import Resize
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
@@ -227,6 +228,18 @@ class PairsApp(App[int]):
         self.workers.cancel_group(self, "refresh")
         await self.session.stop()
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Toasts here carry paths, rules and error text: shown as text, never markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
     # -- layout -----------------------------------------------------------------------
     def on_resize(self, event: Resize) -> None:
         self._layout(event.size.width, event.size.height)
@@ -359,7 +372,7 @@ class PairsApp(App[int]):
         text = status_text(session.view, feed, paused)
         line = self.query_one(StatusLine)
         if str(line.render()) != text:
-            line.update(text)
+            line.update(Text(text))
 
     # -- keys: the view ---------------------------------------------------------------
     async def _change_view(self, **changes: object) -> None:
@@ -459,7 +472,7 @@ class PairsApp(App[int]):
         try:
             alert = await self.session.add_rule(text)
         except (RuleError, *STORE_ERRORS) as exc:
-            self.notify(str(exc), title="alert not set", severity="error", markup=False)
+            self.notify(str(exc), title="alert not set", severity="error")
             return
         view = self.session.view
         self.notify(
@@ -472,7 +485,7 @@ class PairsApp(App[int]):
         try:
             await self.session.remove_rule(rule_id)
         except STORE_ERRORS as exc:
-            self.notify(str(exc), title="alert not removed", severity="error", markup=False)
+            self.notify(str(exc), title="alert not removed", severity="error")
             return
         self.notify(f"alert #{rule_id} removed")
         self._show_alerts()
@@ -481,7 +494,7 @@ class PairsApp(App[int]):
         try:
             await self.session.mute(rule_id, muted)
         except STORE_ERRORS as exc:
-            self.notify(str(exc), title="alerts unchanged", severity="error", markup=False)
+            self.notify(str(exc), title="alerts unchanged", severity="error")
             return
         which = "every alert" if rule_id is None else f"alert #{rule_id}"
         self.notify(f"{which} {'muted' if muted else 'unmuted'}")

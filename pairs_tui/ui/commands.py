@@ -258,8 +258,6 @@ class PairCommands(Provider):
 
     async def _run(self, suggestion: Suggestion) -> None:
         if suggestion.action is None:
-            self.app.notify(
-                suggestion.help, title=suggestion.title, severity="warning", markup=False
-            )
+            self.app.notify(suggestion.help, title=suggestion.title, severity="warning")
         else:
             await self.app.run_action(suggestion.action)
