@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -125,6 +126,15 @@ class TickStore:
             raise StoreError(
                 f"cannot create database {path}: directory {path.parent} does not exist"
             )
+        if not path.exists():
+            try:  # aiosqlite, if it cannot create the file, fails with a thread traceback
+                with tempfile.TemporaryFile(dir=path.parent):
+                    pass
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create database {path}: {exc.strerror};"
+                    f" can files be created in {path.parent}?"
+                ) from None
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -132,10 +142,12 @@ class TickStore:
         store = cls(path, conn)
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            # only possible before the first table: a new store can give pruned space back
+            # only possible before the first table (a no-op after): pruned space goes back
             await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             await store._migrate()
-            await conn.execute("PRAGMA journal_mode = WAL")
+            # switching to WAL needs the file to itself and does not wait: a second process
+            # opening a new store at the same moment gets "locked" at once, so try again
+            await store._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             await conn.execute("PRAGMA synchronous = NORMAL")
         except StoreError:
             await conn.close()
