@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import msgspec
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import CloseCode
 
 from pairs_tui.model import FeedState, FeedStats, Gap, StreamKind, SymbolStats, TradeRow
 
@@ -384,6 +385,9 @@ class BinanceFeed:
             reason, immediate = "server announced shutdown", True
         except ConnectionClosed as exc:
             reason = _describe_close(exc)
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self.counters.malformed += 1  # a frame cannot be skipped: the socket goes
+                reason = f"a frame over {opts.max_frame_bytes:,} bytes (1009): skipped"
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError, ValueError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         self._ws = None

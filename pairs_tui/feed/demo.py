@@ -163,6 +163,9 @@ class Faults:
     stalls: int = 1  # how many connections stall before the server behaves again
     malformed_every: int = 0  # after every N trades send one malformed frame
     resend_on_reconnect: int = 0  # a new connection first gets the last N delivered trades
+    huge_every: int = 0  # after every N trades send a frame over the client's 1 MiB limit
+    lag_symbol: str = ""  # deliver this symbol's trades `lag_ms` late: out of order
+    lag_ms: int = 0  # across the symbols (each symbol's own order is kept)
 
 
 @dataclass
@@ -174,6 +177,7 @@ class ServerCounters:
     stalls: int = 0
     malformed: int = 0
     resent: int = 0
+    huge: int = 0
 
 
 _MALFORMED = (
@@ -190,6 +194,7 @@ class _Conn:
     combined: bool
     streams: set[str]
     sent: int = 0
+    held: list[DemoTrade] = field(default_factory=list)  # lagged trades not yet sent
 
 
 @dataclass(eq=False)
@@ -341,8 +346,20 @@ class DemoServer:
             trades, seq = self._since(seq)
             if not trades or self.paused:  # while paused, trades happen but are not sent
                 await self._new.wait()
-            elif await self._deliver(conn, trades):
+            elif await self._deliver(conn, self._lagged(conn, trades)):
                 return
+
+    def _lagged(self, conn: _Conn, trades: list[DemoTrade]) -> list[DemoTrade]:
+        """With `lag_symbol`, hold that symbol's trades back until they are `lag_ms` old,
+        so the other symbol's newer trades overtake them."""
+        lag, symbol = self.faults.lag_ms, self.faults.lag_symbol.upper()
+        if not lag or not symbol:
+            return trades
+        conn.held += [t for t in trades if t.symbol == symbol]
+        due = max(t.time_ms for t in trades) - lag
+        ready = [t for t in conn.held if t.time_ms <= due]
+        conn.held = conn.held[len(ready) :]
+        return [t for t in trades if t.symbol != symbol] + ready
 
     async def _deliver(self, conn: _Conn, trades: list[DemoTrade]) -> bool:
         """Send trades this connection subscribed to; True when a fault ended it."""
@@ -378,6 +395,11 @@ class DemoServer:
         if faults.malformed_every and n % faults.malformed_every == 0:
             self.counters.malformed += 1
             await ws.send(_MALFORMED[self.counters.malformed % len(_MALFORMED)])
+        if faults.huge_every and n % faults.huge_every == 0:
+            self.counters.huge += 1
+            await ws.send('{"stream":"btcusdt@trade","data":"' + "x" * (1 << 20) + '"}')
+            await ws.wait_closed()  # the client refuses it and closes (1009)
+            return True
         if faults.cut_every and n % faults.cut_every == 0:
             self.counters.cuts += 1
             await _drop(ws)

@@ -120,6 +120,8 @@ def feed_text(label: str | None, stats: FeedStats | None, rate: float, now: floa
     latencies = [s.latency_us for s in stats.symbols if s.latency_us is not None]
     if latencies:
         text += f"  latency {max(0, max(latencies)) / 1000:.0f} ms"
+    if stats.gaps:  # ids the exchange skipped or that passed while disconnected
+        text += f"  gaps {stats.gaps}"
     return text
 
 
