@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import socket
 import sqlite3
 from collections import defaultdict
@@ -248,3 +249,35 @@ async def test_record_through_every_fault_in_a_row(tmp_path, isolated_home):
     assert "server announced shutdown" in log and "no data for 0.6s" in log
     assert "(1009): skipped" in log and "gap in BTCUSDT" in log
     assert_stored_once(db, server.delivered)
+
+
+async def test_the_cockpit_survives_resizes_and_key_mashing_during_reconnects(db_path, tmp_path):
+    from pairs_tui.ui.app import PairsApp
+    from pairs_tui.ui.widgets import StatusLine
+
+    server = await DemoServer(
+        record_delivered=True, seed=8, rate=100, faults=Faults(cut_every=25)
+    ).start()
+    plan = SessionPlan(PairView(*PAIR, "1s", 5, 60), db_path, replace(FAST, ws_url=server.url))
+    app = PairsApp(Session(plan), refresh_every=0.25, export_dir=tmp_path)
+    keys = ["1", "2", "3", "left_square_bracket", "right_square_bracket", "minus", "plus"]
+    keys += ["space", "left", "right", "escape", "e"]
+    sizes = [(80, 24), (160, 48), (40, 12), (30, 8), (120, 40), (100, 30), (200, 60)]
+    rng = random.Random(3)
+    headers: set[str] = set()
+    async with app.run_test(size=(120, 40)) as pilot:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 6
+        while loop.time() < end or server.counters.cuts < 5:
+            await pilot.resize_terminal(*rng.choice(sizes))
+            await pilot.press(*rng.choices(keys, k=4))
+            headers.add(str(app.query_one(StatusLine).render()))
+            await pilot.pause(0.02)
+        await pilot.resize_terminal(120, 40)
+        await pilot.press("escape", "1")
+        await wait_until(lambda: app.snapshot is not None and app.snapshot.view.timeframe == "1s")
+        await server.stop()
+        await pilot.press("q")
+    assert app.return_value == 0
+    assert any("reconnecting in" in h for h in headers), headers
+    assert_stored_once(db_path, server.delivered)

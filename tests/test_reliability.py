@@ -172,3 +172,39 @@ def test_prune_command_and_retention_while_recording(tmp_path, isolated_home):
         (oldest,) = conn.execute("SELECT min(ts_us) FROM trades").fetchone()
         (count,) = conn.execute("SELECT count(*) FROM trades").fetchone()
     assert oldest > now - DAY_US // 2 and count > 20  # only what was just recorded
+
+
+async def test_two_recorders_and_readers_on_one_store(tmp_path, isolated_home):
+    """Two `record` processes write the same file while a session reads it: no "database
+    is locked", no duplicate, nothing missing."""
+    from pairs_tui.engine import PairView
+    from pairs_tui.session import Session, SessionPlan
+
+    db = tmp_path / "ticks.db"
+    async with DemoServer(record_delivered=True, seed=9, rate=RATE) as server:
+        first = await start_record(db, server.url, isolated_home)
+        await wait_until(db.exists, 10)
+        second = await start_record(db, server.url, isolated_home)
+        reader = Session(SessionPlan(PairView("BTCUSDT", "ETHUSDT", "1s", 5, 60), db, None))
+        await reader.start()
+        refreshes = 0
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 4
+        while loop.time() < end:
+            snapshot = await reader.refresh()
+            refreshes += 1
+            await asyncio.sleep(0.05)
+        await reader.stop()
+        server.paused = True
+        await asyncio.sleep(0.5)  # what is in flight arrives
+        for proc in (first, second):
+            proc.terminate()
+        errors = [(await proc.communicate())[1].decode() for proc in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], errors
+    assert not any("locked" in e or "Traceback" in e for e in errors), errors
+    assert refreshes > 20 and snapshot.summary.n_bars >= 2
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    for symbol, delivered in server.delivered.items():
+        assert stored_ids(db, symbol) == sorted(set(delivered)), symbol
+        assert len(delivered) > len(set(delivered))  # both really recorded the same trades
