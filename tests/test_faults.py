@@ -49,9 +49,9 @@ MATRIX = {
     "accepts but never sends": Fault(
         Faults(stall_after=20, stalls=2), lambda s: s.counters.stalls >= 2
     ),
-    "malformed, truncated and huge frames": Fault(
-        Faults(malformed_every=7, huge_every=50),
-        lambda s: s.counters.huge >= 2 and s.counters.malformed >= 8,
+    "malformed, truncated, huge, unknown and control frames": Fault(
+        Faults(malformed_every=7, huge_every=50, other_every=9),
+        lambda s: s.counters.huge >= 2 and s.counters.malformed >= 8 and s.counters.others >= 6,
     ),
     "trades re-sent after a reconnect": Fault(
         Faults(cut_every=40, resend_on_reconnect=25), lambda s: s.counters.resent >= 50
@@ -156,6 +156,7 @@ async def test_fault(db_path, name):
         assert any("reconnecting in" in s for s in seen if isinstance(s, str))
     if "malformed" in name:
         assert stats.malformed == server.counters.malformed + server.counters.huge
+        assert stats.ignored == server.counters.others
     if fault.faults.lag_ms:  # ETHUSDT really did arrive after newer BTCUSDT trades
         with sqlite3.connect(db_path) as conn:
             late = dict(
@@ -229,6 +230,7 @@ async def test_record_through_every_fault_in_a_row(tmp_path, isolated_home):
         ("stall_after", 20, lambda: server.counters.stalls >= 1),
         ("huge_every", 40, lambda: server.counters.huge >= 2),
         ("malformed_every", 5, lambda: server.counters.malformed >= 10),
+        ("other_every", 5, lambda: server.counters.others >= 10),
     ]
     for name, value, done in steps:
         setattr(faults, name, value)
@@ -237,9 +239,13 @@ async def test_record_through_every_fault_in_a_row(tmp_path, isolated_home):
     server.market.skip_ids_every = 25
     total = sum(map(len, server.delivered.values()))
     await wait_until(lambda: sum(map(len, server.delivered.values())) > total + 200, 20)
-    await server.stop()
-    await asyncio.sleep(0.5)
+    await server.stop()  # down for 20 s: refused connections, backoff
+    await asyncio.sleep(20)
     assert proc.returncode is None  # still running
+    back = await DemoServer(record_delivered=True, port=server.port, seed=7, rate=150).start()
+    await wait_until(lambda: sum(map(len, back.delivered.values())) > 200, 20)
+    await back.stop()
+    await asyncio.sleep(0.5)
     proc.terminate()
     out, err = await asyncio.wait_for(proc.communicate(), 15)
     log = out.decode()
@@ -248,7 +254,8 @@ async def test_record_through_every_fault_in_a_row(tmp_path, isolated_home):
     assert "closed by server (1001 going away)" in log
     assert "server announced shutdown" in log and "no data for 0.6s" in log
     assert "(1009): skipped" in log and "gap in BTCUSDT" in log
-    assert_stored_once(db, server.delivered)
+    assert "ConnectionRefusedError" in log  # while it was down
+    assert_stored_once(db, {s: server.delivered[s] + back.delivered[s] for s in PAIR})
 
 
 async def test_the_cockpit_survives_resizes_and_key_mashing_during_reconnects(db_path, tmp_path):

@@ -162,6 +162,7 @@ class Faults:
     stall_after: int = 0  # after N trades go silent (connection open, pings answered)
     stalls: int = 1  # how many connections stall before the server behaves again
     malformed_every: int = 0  # after every N trades send one malformed frame
+    other_every: int = 0  # after every N trades an unknown event or a control reply
     resend_on_reconnect: int = 0  # a new connection first gets the last N delivered trades
     huge_every: int = 0  # after every N trades send a frame over the client's 1 MiB limit
     lag_symbol: str = ""  # deliver this symbol's trades `lag_ms` late: out of order
@@ -176,10 +177,16 @@ class ServerCounters:
     shutdowns: int = 0
     stalls: int = 0
     malformed: int = 0
+    others: int = 0
     resent: int = 0
     huge: int = 0
 
 
+_OTHERS = (  # valid frames that are not trades: to be ignored
+    '{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1,"s":"BTCUSDT","k":{}}}',
+    '{"result":null,"id":7}',
+    '{"stream":"btcusdt@ticker","data":{"e":"24hrTicker","E":1,"s":"BTCUSDT"}}',
+)
 _MALFORMED = (
     b'{"stream":"btcusdt@trade","data":{"e":"trade","E":17',  # truncated
     b"not json at all",
@@ -395,6 +402,9 @@ class DemoServer:
         if faults.malformed_every and n % faults.malformed_every == 0:
             self.counters.malformed += 1
             await ws.send(_MALFORMED[self.counters.malformed % len(_MALFORMED)])
+        if faults.other_every and n % faults.other_every == 0:
+            self.counters.others += 1
+            await ws.send(_OTHERS[self.counters.others % len(_OTHERS)])
         if faults.huge_every and n % faults.huge_every == 0:
             self.counters.huge += 1
             await ws.send('{"stream":"btcusdt@trade","data":"' + "x" * (1 << 20) + '"}')
