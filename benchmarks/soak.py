@@ -14,7 +14,9 @@ Every 10 s: resident memory (RSS, from /proc/self/statm), the median refresh tim
 10 s, and the trades stored. The baseline is the run's own minute 5, after the warm-up (the
 first L = 600 one-second bars take 10 minutes to fill, so memory still grows a little until
 then, and is checked again at the end). Targets: RSS growth after minute 5 < 10 %; the
-median refresh time of the last 5 minutes no more than 1.3 times that of minutes 5 to 10.
+median refresh time of the last 5 minutes no more than 1.3 times that of minutes 11 to 16
+(the first five minutes with all L bars: before that each refresh has more bars to do).
+`--report FILE` reads the series a run printed and reports on it again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 import os
 import platform
+import re
 import socket
 import statistics
 import subprocess
@@ -117,7 +120,7 @@ def report(samples: list[tuple[float, float, float, int]], minutes: float) -> bo
     base = window(5, 5.2) or samples[:1]
     rss0 = base[0][1]
     rss_end = samples[-1][1]
-    early = [s[2] for s in window(5, 10)] or [samples[0][2]]
+    early = [s[2] for s in window(11, 16)] or [samples[0][2]]
     late = [s[2] for s in window(minutes - 5, minutes + 1)] or [samples[-1][2]]
     growth = rss_end / rss0 - 1
     ratio = statistics.median(late) / statistics.median(early)
@@ -143,9 +146,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=1000.0, help="trades/s per symbol")
+    parser.add_argument("--report", type=Path, help="report on a series printed before")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        samples = asyncio.run(soak(args.minutes, args.rate, Path(tmp) / "soak.db"))
+    if args.report:
+        samples = [
+            (float(m[1]) * 60, float(m[2]), float(m[3]), int(m[4].replace(",", "")))
+            for m in re.finditer(
+                r"([\d.]+) min  RSS +([\d.]+) MiB  refresh +([\d.]+) ms  stored +([\d,]+)",
+                args.report.read_text(),
+            )
+        ]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            samples = asyncio.run(soak(args.minutes, args.rate, Path(tmp) / "soak.db"))
     sys.exit(0 if report(samples, args.minutes) else 1)
 
 

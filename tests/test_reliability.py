@@ -208,3 +208,27 @@ async def test_two_recorders_and_readers_on_one_store(tmp_path, isolated_home):
     for symbol, delivered in server.delivered.items():
         assert stored_ids(db, symbol) == sorted(set(delivered)), symbol
         assert len(delivered) > len(set(delivered))  # both really recorded the same trades
+
+
+async def test_the_cockpits_session_prunes_by_retention_too(db_path):
+    from pairs_tui.engine import PairView
+    from pairs_tui.feed.binance import FeedOptions
+    from pairs_tui.session import Session, SessionPlan
+
+    now = time.time_ns() // 1000
+    await fill_days(db_path, 1, 1_000, now - DAY_US)  # one to two days old
+    async with DemoServer(seed=3, rate=50) as server:
+        plan = SessionPlan(
+            PairView("BTCUSDT", "ETHUSDT", "1s", 5, 60),
+            db_path,
+            FeedOptions(ws_url=server.url),
+            retention_s=3600.0,
+        )
+        events: list[str] = []
+        session = Session(plan, on_event=events.append)
+        await session.start()
+        await wait_until(lambda: any("retention: pruned 2,000 trades" in e for e in events), 10)
+        await session.stop()
+    with sqlite3.connect(db_path) as conn:
+        old = conn.execute("SELECT count(*) FROM trades WHERE ts_us < ?", (now - 3600e6,))
+        assert old.fetchone() == (0,)
