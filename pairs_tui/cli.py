@@ -150,10 +150,6 @@ def record(
     asyncio.run(run_record(plan, config))
 
 
-def _retention(config: Config) -> float | None:
-    return parse_span(config.store.retention) if config.store.retention else None
-
-
 def _existing_db(config: Config, db: Path | None) -> Path:
     """Reading commands never create an empty store by accident."""
     path = _db_path(config, db)
@@ -293,7 +289,7 @@ def cockpit(
         flush_interval=config.store.flush_interval,
         kind=config.stream_kind,
         rules=_rule_specs(config, alerts, view),
-        retention_s=_retention(config) if not no_feed else None,
+        retention_s=config.store.retention_s if not no_feed else None,
     )
     export_dir = _expand(Path(config.export.dir)) if config.export.dir else None
     app = PairsApp(
@@ -472,7 +468,7 @@ def watch(
         kind=config.stream_kind,
         rules=rules,
         keep_rules=False,
-        retention_s=_retention(config) if not no_feed else None,
+        retention_s=config.store.retention_s if not no_feed else None,
     )
     asyncio.run(run_watch(plan, every=config.ui.refresh, duration=duration))
 

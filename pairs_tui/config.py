@@ -47,6 +47,10 @@ class StoreConfig:
     max_pending: int = 200_000
     retention: str = ""  # e.g. "7d"; empty: keep every trade
 
+    @property
+    def retention_s(self) -> float | None:
+        return parse_span(self.retention) if self.retention else None
+
 
 @dataclass(frozen=True)
 class ViewConfig:

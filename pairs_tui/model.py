@@ -135,9 +135,13 @@ _SPAN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def parse_span(text: str) -> float:
     """`90s`, `30m`, `12h`, `7d`, `2w` in seconds; ValueError says how to write one."""
     match = _SPAN.fullmatch(text.strip().lower())
-    if match is None or float(match.group(1)) <= 0:
-        raise ValueError(f"invalid time span {text!r}: use a number and s, m, h, d or w, like 7d")
-    return float(match.group(1)) * _SPAN_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _SPAN_UNITS[match.group(2)] if match else 0.0
+    if not 0 < seconds <= 100 * 365 * 86400:
+        raise ValueError(
+            f"invalid time span {text!r}: use a number and s, m, h, d or w, like 7d"
+            " (at most 100 years)"
+        )
+    return seconds
 
 
 class SymbolError(ValueError):

@@ -22,7 +22,7 @@ from pairs_tui.config import Config
 from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
 from pairs_tui.ingest import Ingest
-from pairs_tui.model import FeedState, FeedStats, parse_span, printable
+from pairs_tui.model import FeedState, FeedStats, printable
 from pairs_tui.retention import keep_pruned
 from pairs_tui.store import TickStore
 
@@ -134,9 +134,10 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO = sys.stdout)
             loop.call_later(plan.duration, ingest.stop)
         ticker = asyncio.create_task(_tick(printer, ingest))
         pruner = None
-        if config.store.retention:
-            keep_s = parse_span(config.store.retention)
-            pruner = asyncio.create_task(keep_pruned(plan.db_path, keep_s, printer.event))
+        if config.store.retention_s is not None:
+            pruner = asyncio.create_task(
+                keep_pruned(plan.db_path, config.store.retention_s, printer.event)
+            )
         try:
             await ingest.run()
         finally:

@@ -45,9 +45,16 @@ _NEEDS_TESTS = {"adf_p", "half_life"}
 
 
 class Session:
-    def __init__(self, plan: SessionPlan, on_event: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        plan: SessionPlan,
+        on_event: Callable[[str], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
+    ) -> None:
         self.plan = plan
         self.on_event = on_event or (lambda text: None)  # the feed's connects, gaps, ...
+        # what the user must hear of even on a screen (pruning, a store that failed)
+        self.on_notice = on_notice or self.on_event
         self.view = plan.view
         self.store: TickStore | None = None
         self.server: DemoServer | None = None
@@ -70,7 +77,7 @@ class Session:
         self._start_feed()
         if plan.retention_s is not None:
             self._pruner = asyncio.create_task(
-                keep_pruned(plan.db_path, plan.retention_s, self.on_event), name="retention"
+                keep_pruned(plan.db_path, plan.retention_s, self.on_notice), name="retention"
             )
 
     def _start_feed(self) -> None:
@@ -136,7 +143,7 @@ class Session:
         try:
             await self.store.add_events(fired)
         except (sqlite3.Error, StoreBusy) as exc:  # shown and printed all the same
-            self.on_event(f"could not store {len(fired)} alert firing(s): {exc}")
+            self.on_notice(f"could not store {len(fired)} alert firing(s): {exc}")
         return replace(snapshot, fired=tuple(fired))
 
     # -- alert rules --------------------------------------------------------------------

@@ -14,6 +14,7 @@ import contextlib
 import json
 import sqlite3
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -152,6 +153,9 @@ class TickStore:
         except StoreError:
             await conn.close()
             raise
+        except StoreBusy:
+            await conn.close()
+            raise StoreError(f"{path} stayed locked by another process: try again") from None
         except sqlite3.DatabaseError as exc:
             await conn.close()
             text = str(exc)
@@ -275,30 +279,36 @@ class TickStore:
         deleted = 0
         for (series,) in await cursor.fetchall():
             while True:
+                started = time.perf_counter()
                 cursor = await self._retrying(
                     lambda s=series: self._conn.execute(
                         "DELETE FROM trades WHERE series = ? AND trade_id IN (SELECT trade_id"
-                        " FROM trades WHERE series = ? AND ts_us < ? LIMIT ?)",
-                        (s, s, before_us, batch),
-                    )
+                        " FROM trades WHERE series = ? AND ts_us < ? AND trade_id < (SELECT"
+                        " max(trade_id) FROM trades WHERE series = ?) LIMIT ?)",
+                        (s, s, before_us, s, batch),
+                    )  # the newest trade stays: a later recorder sees the gap from there
                 )
                 deleted += max(cursor.rowcount, 0)
                 if progress is not None:
                     progress(deleted)
                 if cursor.rowcount < batch:
                     break
-                await asyncio.sleep(0)  # let a waiting writer in between batches
+                await self._let_writers_in(started)
         if await self._scalar("PRAGMA auto_vacuum") == 2:  # incremental
             while await self._scalar("PRAGMA freelist_count") > 0:
+                started = time.perf_counter()
                 # executescript runs the pragma to the end; execute would free one page
                 await self._retrying(
                     lambda: self._conn.executescript("PRAGMA incremental_vacuum(2000);")
                 )
-                await asyncio.sleep(0)
+                await self._let_writers_in(started)
         return deleted
 
-    async def first_time(self) -> int | None:
-        return await self._scalar("SELECT min(ts_us) FROM trades")
+    @staticmethod
+    async def _let_writers_in(started: float) -> None:
+        """Pause as long as the last step held the lock (20 ms at least): a writer waiting
+        on its busy timeout polls every few ms, so a pause shorter than that shuts it out."""
+        await asyncio.sleep(max(0.02, time.perf_counter() - started))
 
     # -- alert rules and events -----------------------------------------------------------
     async def add_rule(self, pair: tuple[str, str], timeframe: str, rule: str, now_us: int) -> int:

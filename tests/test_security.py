@@ -111,3 +111,15 @@ async def test_markup_in_a_path_shows_literally_in_the_cockpit(db_path, tmp_path
         toasts = "\n".join(str(t.render()) for t in app.screen.query("Toast"))
         assert re.search(r"\[bold\]no such dir\[/bold\]", toasts), toasts
         await pilot.press("q")
+
+
+def test_watch_logs_a_servers_text_escaped():
+    import io
+
+    from pairs_tui.watch import _log
+
+    err = io.StringIO()
+    _log(err, f"disconnected (closed by server (1001 {EVIL}))")
+    text = err.getvalue()
+    assert "\x1b" not in text and "\x07" not in text and text.count("\n") == 1
+    assert "[bold]loud[/bold]\\x0afake log line" in text

@@ -25,7 +25,6 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.events import Resize
-from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
@@ -179,6 +178,7 @@ class PairsApp(App[int]):
     ) -> None:
         super().__init__()
         self.session = session
+        session.on_notice = lambda text: self.say(text, severity="warning", timeout=8)
         self.ring_bell = bell
         self.refresh_every = refresh_every
         self.export_dir = export_dir
@@ -230,17 +230,9 @@ class PairsApp(App[int]):
         self.workers.cancel_group(self, "refresh")
         await self.session.stop()
 
-    def notify(
-        self,
-        message: str,
-        *,
-        title: str = "",
-        severity: SeverityLevel = "information",
-        timeout: float | None = None,
-        markup: bool = False,
-    ) -> None:
-        """Toasts here carry paths, rules and error text: shown as text, never markup."""
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+    def say(self, message: str, **options) -> None:
+        """A toast of ours: paths, rules and error text are shown as text, never markup."""
+        self.notify(message, markup=False, **options)
 
     # -- layout -----------------------------------------------------------------------
     def on_resize(self, event: Resize) -> None:
@@ -281,7 +273,7 @@ class PairsApp(App[int]):
         try:
             snapshot = await self.session.refresh()
         except Exception as exc:  # a store problem must show, not kill the screen
-            self.notify(f"refresh failed: {exc}", severity="error")
+            self.say(f"refresh failed: {exc}", severity="error")
             return
         if snapshot.fired:  # paused or not: alerts are why the screen can be left alone
             self._fired(snapshot.fired)
@@ -338,7 +330,7 @@ class PairsApp(App[int]):
                 f"{e.rule}  {value_text(e.value)}"
             )
         for title, lines in groups.items():
-            self.notify("\n".join(lines), title=title, severity="warning", timeout=8)
+            self.say("\n".join(lines), title=title, severity="warning", timeout=8)
         if self.ring_bell:
             self.bell()
         self._events.extend(events)
@@ -381,7 +373,7 @@ class PairsApp(App[int]):
         try:
             view = replace(self.session.view, **changes)
         except ViewError as exc:
-            self.notify(str(exc), severity="warning")
+            self.say(str(exc), severity="warning")
             return
         await self.session.set_view(view)
         self._show_status()
@@ -410,7 +402,7 @@ class PairsApp(App[int]):
         try:
             a, b = normalise_symbols([symbol_a, symbol_b])
         except SymbolError as exc:
-            self.notify(str(exc), severity="warning")
+            self.say(str(exc), severity="warning")
             return
         await self._change_view(symbol_a=a, symbol_b=b)
 
@@ -461,7 +453,7 @@ class PairsApp(App[int]):
         if self._timer is not None:
             self._timer.stop()
         self._timer = self.set_interval(self.refresh_every, self.refresh_data)
-        self.notify(f"redrawing every {self.refresh_every:g} s")
+        self.say(f"redrawing every {self.refresh_every:g} s")
 
     def action_theme(self, name: str) -> None:
         self.theme = name
@@ -474,10 +466,10 @@ class PairsApp(App[int]):
         try:
             alert = await self.session.add_rule(text)
         except (RuleError, *STORE_ERRORS) as exc:
-            self.notify(str(exc), title="alert not set", severity="error")
+            self.say(str(exc), title="alert not set", severity="error")
             return
         view = self.session.view
-        self.notify(
+        self.say(
             f"#{alert.id} {alert.rule} on {view.symbol_a}/{view.symbol_b} {alert.timeframe}",
             title="alert set",
         )
@@ -487,19 +479,19 @@ class PairsApp(App[int]):
         try:
             await self.session.remove_rule(rule_id)
         except STORE_ERRORS as exc:
-            self.notify(str(exc), title="alert not removed", severity="error")
+            self.say(str(exc), title="alert not removed", severity="error")
             return
-        self.notify(f"alert #{rule_id} removed")
+        self.say(f"alert #{rule_id} removed")
         self._show_alerts()
 
     async def action_mute_alert(self, rule_id: int | None, muted: bool) -> None:
         try:
             await self.session.mute(rule_id, muted)
         except STORE_ERRORS as exc:
-            self.notify(str(exc), title="alerts unchanged", severity="error")
+            self.say(str(exc), title="alerts unchanged", severity="error")
             return
         which = "every alert" if rule_id is None else f"alert #{rule_id}"
-        self.notify(f"{which} {'muted' if muted else 'unmuted'}")
+        self.say(f"{which} {'muted' if muted else 'unmuted'}")
         self._show_alerts()
 
     # -- keys: export and quit --------------------------------------------------------
@@ -518,12 +510,12 @@ class PairsApp(App[int]):
         except OSError as exc:  # unwritable or missing directory: say so, go on
             where = exc.filename or target
             why = exc.strerror or str(exc)
-            self.notify(f"cannot write {where}: {why}", title="export failed", severity="error")
+            self.say(f"cannot write {where}: {why}", title="export failed", severity="error")
             return
         except Exception as exc:  # nothing stored yet for this view, say
-            self.notify(str(exc), title="export failed", severity="error")
+            self.say(str(exc), title="export failed", severity="error")
             return
-        self.notify("\n".join(str(p) for p in written), title="exported", timeout=8)
+        self.say("\n".join(str(p) for p in written), title="exported", timeout=8)
 
     async def action_quit(self) -> None:
         await self._quit()

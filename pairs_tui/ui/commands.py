@@ -258,6 +258,8 @@ class PairCommands(Provider):
 
     async def _run(self, suggestion: Suggestion) -> None:
         if suggestion.action is None:
-            self.app.notify(suggestion.help, title=suggestion.title, severity="warning")
+            self.app.notify(
+                suggestion.help, title=suggestion.title, severity="warning", markup=False
+            )
         else:
             await self.app.run_action(suggestion.action)
