@@ -289,3 +289,40 @@ async def test_the_cockpit_survives_resizes_and_key_mashing_during_reconnects(db
     assert app.return_value == 0
     assert any("reconnecting in" in h for h in headers), headers
     assert_stored_once(db_path, server.delivered)
+
+
+async def test_a_slow_disk_holds_the_feed_back_without_losing_a_trade(db_path, monkeypatch):
+    """Every commit takes 0.6 s (an fsync stuck behind other I/O): the session's pending
+    trades stop at the bound, the consumer stops reading until the disk catches up, the
+    watchdog does not mistake that for a dead server, and nothing is dropped."""
+    from pairs_tui.store import TickStore
+
+    real_write = TickStore._write_once
+
+    async def slow_write(self, rows, gaps):
+        await asyncio.sleep(0.6)
+        return await real_write(self, rows, gaps)
+
+    monkeypatch.setattr(TickStore, "_write_once", slow_write)
+    server = await DemoServer(record_delivered=True, seed=12, rate=2500).start()
+    options = replace(FAST, ws_url=server.url, max_pending=1000, batch_rows=200, stale_after=0.3)
+    session = Session(SessionPlan(PairView(*PAIR, "1s", 5, 600), db_path, options))
+    await session.start()
+    peak = 0
+    try:
+        feed = session.ingest.feed
+        while feed.counters.backpressure_waits < 3:
+            peak = max(peak, feed.pending)
+            await asyncio.sleep(0.002)
+        await session.refresh()  # the engine reads while the writer is behind
+        stale = feed.counters.stale_reconnects
+        await server.stop()
+        delivered = sum(len(set(ids)) for ids in server.delivered.values())
+        await wait_until(lambda: sum(session.ingest.stored.values()) == delivered, 30)
+        await asyncio.sleep(2.2)  # the engine's settling time
+        snapshot = await session.refresh()
+    finally:
+        await session.stop()
+    assert 0 < peak <= 1000 and stale == 0  # bounded, and the wait was not taken as "stale"
+    assert_stored_once(db_path, server.delivered)
+    assert_bars_match(snapshot, db_path)
