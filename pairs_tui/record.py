@@ -112,8 +112,9 @@ class StatusPrinter:
         self.out.flush()
 
 
-async def run_record(plan: RecordPlan, config: Config, out: TextIO = sys.stdout) -> FeedStats:
+async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None) -> FeedStats:
     """Record until SIGINT/SIGTERM or the duration ends; everything pending is committed."""
+    out = out or sys.stdout  # looked up now, not when this module was imported
     store = await TickStore.open(plan.db_path)
     live = out.isatty()
     printer = StatusPrinter(out, live=live, interval=1.0 if live else 10.0)

@@ -35,11 +35,13 @@ async def run_watch(
     *,
     every: float,
     duration: float | None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Evaluate the rules every `every` seconds until SIGINT/SIGTERM or the duration
     ends; returns how many times they fired."""
+    out = out or sys.stdout  # looked up now: whoever runs us may have replaced them
+    err = err or sys.stderr
     session = Session(plan, on_event=lambda text: _log(err, text))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
