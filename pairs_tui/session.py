@@ -130,7 +130,7 @@ class Session:
             self._start_feed()
 
     async def refresh(self) -> PairSnapshot:
-        """The newest snapshot, with the alerts it fired (already stored)."""
+        """The newest snapshot, with the alerts it fired (stored, unless the store fails)."""
         assert self._engine is not None and self.store is not None, "start() first"
         snapshot = await self._engine.refresh()
         summaries = {s.timeframe: s for s in snapshot.glances}
