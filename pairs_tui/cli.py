@@ -25,6 +25,7 @@ from pairs_tui.store import StoreError, default_db_path
 if TYPE_CHECKING:
     from pairs_tui.alerts import RuleSpec
     from pairs_tui.engine import PairView
+    from pairs_tui.session import SessionPlan
 
 USAGE_ERROR = 2
 RUNTIME_ERROR = 1
@@ -91,6 +92,31 @@ db_option = click.option(
     help="The SQLite tick store (default: the user data directory, or store.path).",
 )
 seed_option = click.option("--seed", type=int, help="Make the demo feed deterministic.")
+ws_url_option = click.option("--ws-url", help="Binance WebSocket base URL (ws:// or wss://).")
+duration_option = click.option(
+    "--duration",
+    type=click.FloatRange(min=0, max=10 * 365 * 86400, min_open=True),
+    callback=lambda ctx, param, value: _finite(value, "--duration"),
+    help="Stop by itself after this many seconds.",
+)
+no_feed_option = click.option(
+    "--no-feed", is_flag=True, help="Only read the store (another process records)."
+)
+
+
+def demo_option(verb: str):
+    return click.option(
+        "--demo", is_flag=True, help=f"{verb} the embedded demo feed (no internet)."
+    )
+
+
+def refresh_option(what: str):
+    return click.option(
+        "--refresh",
+        "refresh_every",
+        type=click.FloatRange(0.25, 5.0),
+        help=f"Seconds between {what} (config ui.refresh, default 0.5).",
+    )
 
 
 class CockpitByDefault(click.Group):
@@ -112,16 +138,11 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("symbols", nargs=-1, required=True)
-@click.option("--demo", is_flag=True, help="Record from the embedded demo feed (no internet).")
+@demo_option("Record from")
 @seed_option
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0, max=10 * 365 * 86400, min_open=True),
-    callback=lambda ctx, param, value: _finite(value, "--duration"),
-    help="Stop by itself after this many seconds.",
-)
+@duration_option
 @db_option
-@click.option("--ws-url", help="Binance WebSocket base URL (ws:// or wss://).")
+@ws_url_option
 @click.option(
     "--stream",
     type=click.Choice(["trade", "aggTrade"]),
@@ -223,6 +244,36 @@ def _rule_specs(config: Config, alerts: tuple[str, ...], view: PairView) -> tupl
     return tuple(specs)
 
 
+def _session_plan(
+    config: Config,
+    view: PairView,
+    db_path: Path,
+    *,
+    demo: bool,
+    seed: int | None,
+    no_feed: bool,
+    rules: tuple[RuleSpec, ...],
+    keep_rules: bool = True,
+) -> SessionPlan:
+    """What the cockpit and `watch` run: the same session, from the same settings."""
+    from pairs_tui.record import feed_options
+    from pairs_tui.session import SessionPlan
+
+    return SessionPlan(
+        view=view,
+        db_path=db_path,
+        feed=None if no_feed else feed_options(config),
+        demo=demo,
+        seed=seed,
+        demo_rate=config.demo.rate,
+        flush_interval=config.store.flush_interval,
+        kind=config.stream_kind,
+        rules=rules,
+        keep_rules=keep_rules,
+        retention_s=None if no_feed else config.store.retention_s,
+    )
+
+
 def with_view_options(fn):
     for option in reversed(view_options):
         fn = option(fn)
@@ -232,19 +283,14 @@ def with_view_options(fn):
 @cli.command()
 @click.argument("symbols", nargs=-1)
 @with_view_options
-@click.option("--demo", is_flag=True, help="Run on the embedded demo feed (no internet).")
+@demo_option("Run on")
 @seed_option
-@click.option("--no-feed", is_flag=True, help="Only view the store (another process records).")
-@click.option(
-    "--refresh",
-    "refresh_every",
-    type=click.FloatRange(0.25, 5.0),
-    help="Seconds between redraws (config ui.refresh, default 0.5).",
-)
+@no_feed_option
+@refresh_option("redraws")
 @click.option("--lean", is_flag=True, default=None, help="Monochrome charts for slow links.")
 @alert_option
 @db_option
-@click.option("--ws-url", help="Binance WebSocket base URL (ws:// or wss://).")
+@ws_url_option
 @config_option
 def cockpit(
     symbols: tuple[str, ...],
@@ -263,8 +309,7 @@ def cockpit(
 ) -> None:
     """The terminal cockpit for a pair: `pairs-tui btcusdt ethusdt`, or `pairs-tui` for
     the pair in the config file."""
-    from pairs_tui.record import feed_options
-    from pairs_tui.session import Session, SessionPlan
+    from pairs_tui.session import Session
     from pairs_tui.ui.app import PairsApp
 
     config = _config(
@@ -279,17 +324,14 @@ def cockpit(
         )
     symbol_a, symbol_b = symbols or (config.pair.a, config.pair.b)
     view = _view(config, symbol_a, symbol_b)
-    plan = SessionPlan(
-        view=view,
-        db_path=_db_path(config, db),
-        feed=None if no_feed else feed_options(config),
+    plan = _session_plan(
+        config,
+        view,
+        _db_path(config, db),
         demo=demo,
         seed=seed,
-        demo_rate=config.demo.rate,
-        flush_interval=config.store.flush_interval,
-        kind=config.stream_kind,
+        no_feed=no_feed,
         rules=_rule_specs(config, alerts, view),
-        retention_s=config.store.retention_s if not no_feed else None,
     )
     export_dir = _expand(Path(config.export.dir)) if config.export.dir else None
     app = PairsApp(
@@ -407,23 +449,13 @@ def export(
 @click.argument("symbol_b")
 @alert_option
 @with_view_options
-@click.option("--demo", is_flag=True, help="Run on the embedded demo feed (no internet).")
+@demo_option("Run on")
 @seed_option
-@click.option("--no-feed", is_flag=True, help="Only read the store (another process records).")
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0, max=10 * 365 * 86400, min_open=True),
-    callback=lambda ctx, param, value: _finite(value, "--duration"),
-    help="Stop by itself after this many seconds.",
-)
-@click.option(
-    "--refresh",
-    "refresh_every",
-    type=click.FloatRange(0.25, 5.0),
-    help="Seconds between evaluations (config ui.refresh, default 0.5).",
-)
+@no_feed_option
+@duration_option
+@refresh_option("evaluations")
 @db_option
-@click.option("--ws-url", help="Binance WebSocket base URL (ws:// or wss://).")
+@ws_url_option
 @config_option
 def watch(
     symbol_a: str,
@@ -443,8 +475,6 @@ def watch(
 ) -> None:
     """Alerts without a screen: each firing of a --alert rule is one JSON line on stdout
     (time, pair, timeframe, rule, value, bar, asof), until Ctrl-C or --duration."""
-    from pairs_tui.record import feed_options
-    from pairs_tui.session import SessionPlan
     from pairs_tui.watch import run_watch
 
     config = _config(
@@ -457,18 +487,15 @@ def watch(
     rules = tuple(r for r in _rule_specs(config, alerts, view) if r.pair == view.symbols)
     if not rules:
         raise UsageProblem("nothing to watch: give a rule with --alert 'abs(z) > 2'")
-    plan = SessionPlan(
-        view=view,
-        db_path=_existing_db(config, db) if no_feed else _db_path(config, db),
-        feed=None if no_feed else feed_options(config),
+    plan = _session_plan(
+        config,
+        view,
+        _existing_db(config, db) if no_feed else _db_path(config, db),
         demo=demo,
         seed=seed,
-        demo_rate=config.demo.rate,
-        flush_interval=config.store.flush_interval,
-        kind=config.stream_kind,
+        no_feed=no_feed,
         rules=rules,
         keep_rules=False,
-        retention_s=config.store.retention_s if not no_feed else None,
     )
     asyncio.run(run_watch(plan, every=config.ui.refresh, duration=duration))
 
