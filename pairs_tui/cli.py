@@ -1,8 +1,8 @@
 """The `pairs-tui` command: parse, validate, build the engine, pick a front.
 
 Every mistake a user can make on the command line ends in one line on stderr and exit
-code 2; a failure while running ends in one line and exit code 1. Never a traceback
-(set PAIRS_TUI_DEBUG=1 to get one).
+code 2; a failure while running ends in one line and exit code 1. Never a traceback: a
+crash is one line naming the error and its crash log (`pairs-tui --debug` shows it).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import click
 
 from pairs_tui import __version__
 from pairs_tui.config import Config, ConfigError, apply, load_config
+from pairs_tui.crash import Crashed, report_crash
 from pairs_tui.feed.binance import check_ws_url
 from pairs_tui.model import SymbolError, normalise_symbols, parse_span, printable
 from pairs_tui.store import StoreError, default_db_path
@@ -119,20 +120,39 @@ def refresh_option(what: str):
     )
 
 
+GROUP_FLAGS = ("--debug",)  # options of pairs-tui itself, given before any command
+
+
+def leading_flags(args: list[str]) -> list[str]:
+    """The group's own flags at the head of the command line."""
+    head = 0
+    while head < len(args) and args[head] in GROUP_FLAGS:
+        head += 1
+    return args[:head]
+
+
 class CockpitByDefault(click.Group):
     """`pairs-tui btcusdt ethusdt` means `pairs-tui cockpit btcusdt ethusdt`, and a bare
     `pairs-tui` (or `pairs-tui --demo`) opens the configured pair."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         own = {"-h", "--help", "--version"}
-        if not args or (args[0] not in self.commands and args[0] not in own):
-            args = ["cockpit", *args]
+        flags = leading_flags(args)
+        rest = args[len(flags) :]
+        if not rest or (rest[0] not in self.commands and rest[0] not in own):
+            args = [*flags, "cockpit", *rest]
         return super().parse_args(ctx, args)
 
 
 @click.group(cls=CockpitByDefault, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pairs-tui")
-def cli() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="On a crash, show the traceback (the cockpit: Textual's crash screen) instead of "
+    "one line and a crash log. Give it before the command: pairs-tui --debug record ...",
+)
+def cli(debug: bool) -> None:
     """pairs-tui: live Binance pairs analytics in the terminal."""
 
 
@@ -340,9 +360,12 @@ def cockpit(
         lean=config.ui.lean,
         export_dir=export_dir,
         bell=config.ui.bell,
+        debug=_debugging(click.get_current_context().find_root().params["debug"]),
     )
-    code = app.run()
-    sys.exit(code or 0)
+    app.run()
+    if app.crash is not None:  # Textual has shut down and restored the terminal
+        raise Crashed(app.crash, app.crash_report())
+    sys.exit(app.return_code or 0)
 
 
 @cli.command("import")
@@ -612,11 +635,17 @@ def demo_server(
         pass
 
 
+def _debugging(flag: bool) -> bool:
+    """--debug (or PAIRS_TUI_DEBUG=1, for tests that want tracebacks): errors in full."""
+    return flag or bool(os.environ.get("PAIRS_TUI_DEBUG"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: turn every error into one line and an exit code."""
-    debug = bool(os.environ.get("PAIRS_TUI_DEBUG"))
+    args = sys.argv[1:] if argv is None else argv
+    debug = _debugging("--debug" in leading_flags(args))
     try:
-        cli.main(args=argv, prog_name="pairs-tui", standalone_mode=False)
+        cli.main(args=args, prog_name="pairs-tui", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -630,10 +659,14 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), RUNTIME_ERROR)
     except (KeyboardInterrupt, click.Abort):
         sys.exit(130)
+    except Crashed as exc:
+        if debug:  # the crash screen has been shown
+            sys.exit(RUNTIME_ERROR)
+        _say(f"pairs-tui: {report_crash(exc.error, args, exc.report)}", RUNTIME_ERROR)
     except Exception as exc:
         if debug:
             raise
-        _fail(f"{type(exc).__name__}: {exc}", RUNTIME_ERROR)
+        _say(f"pairs-tui: {report_crash(exc, args)}", RUNTIME_ERROR)
     sys.exit(0)
 
 
@@ -641,5 +674,11 @@ def _fail(message: str, code: int, hint: str | None = None) -> None:
     line = f"pairs-tui: error: {printable(message)}"
     if hint:
         line += f" (see '{hint} --help')"
-    print(line, file=sys.stderr)
+    _say(line, code)
+
+
+def _say(line: str, code: int) -> None:
+    """The one line, on a line of its own even after a status line left open."""
+    clear = "\r\x1b[2K" if sys.stderr.isatty() else ""
+    print(f"{clear}{line}", file=sys.stderr)
     sys.exit(code)

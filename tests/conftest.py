@@ -18,11 +18,14 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO.parent / "shared" / "binance" / "samples"
 
 
+USER_DIRS = (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"), ("XDG_STATE_HOME", "state"))
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Keep the developer's own config and data dirs out of every test."""
     home = tmp_path / "home"
-    for var, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data")):
+    for var, sub in USER_DIRS:
         (home / sub).mkdir(parents=True)
         monkeypatch.setenv(var, str(home / sub))
     return home
@@ -72,8 +75,7 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> No
 
 def cli_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["XDG_CONFIG_HOME"] = str(home / "config")
-    env["XDG_DATA_HOME"] = str(home / "data")
+    env.update({var: str(home / sub) for var, sub in USER_DIRS})
     env.pop("PAIRS_TUI_DEBUG", None)
     return env
 

@@ -9,6 +9,7 @@ over a slow SSH link the bytes are the budget.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import sqlite3
@@ -19,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
+from rich.console import Console
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
@@ -175,8 +177,15 @@ class PairsApp(App[int]):
         export_dir: Path | None = None,
         redraw_always: bool = False,
         bell: bool = True,
+        debug: bool = False,
     ) -> None:
         super().__init__()
+        self.crash: BaseException | None = None  # the unhandled error the app died of
+        self._crash_report = io.StringIO()
+        if not debug:  # Textual's crash screen goes to the crash log, not the terminal
+            self.error_console = Console(
+                file=self._crash_report, width=120, markup=False, highlight=False
+            )
         self.session = session
         session.on_notice = lambda text: self.say(text, severity="warning", timeout=8)
         self.ring_bell = bell
@@ -229,6 +238,17 @@ class PairsApp(App[int]):
             loop.remove_signal_handler(sig)
         self.workers.cancel_group(self, "refresh")
         await self.session.stop()
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Textual's one door for an unhandled error: keep it, so the exit status and the
+        crash log can name it, then let Textual shut down and restore the terminal."""
+        if self.crash is None:
+            self.crash = error
+        super()._handle_exception(error)
+
+    def crash_report(self) -> str:
+        """What Textual would have printed about the crash (empty with `debug`)."""
+        return self._crash_report.getvalue()
 
     def say(self, message: str, **options) -> None:
         """A toast of ours: paths, rules and error text are shown as text, never markup."""
