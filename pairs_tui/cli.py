@@ -20,6 +20,7 @@ from pairs_tui import __version__
 from pairs_tui.config import Config, ConfigError, apply, load_config
 from pairs_tui.crash import Crashed, report_crash
 from pairs_tui.feed.binance import check_ws_url
+from pairs_tui.ingest import RecordingStopped
 from pairs_tui.model import SymbolError, normalise_symbols, parse_span, printable
 from pairs_tui.store import StoreError, default_db_path
 
@@ -365,6 +366,8 @@ def cockpit(
     app.run()
     if app.crash is not None:  # Textual has shut down and restored the terminal
         raise Crashed(app.crash, app.crash_report())
+    if app.session.failure is not None:
+        raise app.session.failure
     sys.exit(app.return_code or 0)
 
 
@@ -663,6 +666,10 @@ def main(argv: list[str] | None = None) -> None:
         if debug:  # the crash screen has been shown
             sys.exit(RUNTIME_ERROR)
         _say(f"pairs-tui: {report_crash(exc.error, args, exc.report)}", RUNTIME_ERROR)
+    except RecordingStopped as exc:
+        if exc.is_bug and not debug:  # a bug: its traceback goes to a crash log
+            _say(f"pairs-tui: {report_crash(exc.cause, args)}", RUNTIME_ERROR)
+        _fail(str(exc), RUNTIME_ERROR)
     except Exception as exc:
         if debug:
             raise

@@ -8,11 +8,30 @@ consumer keeps filling the next one, so the socket is never left unread.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import Counter
+from pathlib import Path
 
 from pairs_tui.feed.binance import Batch, BinanceFeed
 from pairs_tui.model import FeedStats
-from pairs_tui.store import TickStore
+from pairs_tui.store import StoreBusy, TickStore
+
+STORE_ERRORS = (sqlite3.Error, StoreBusy, OSError)  # the store or its disk, not a bug
+
+
+class RecordingStopped(Exception):
+    """The feed → store pipeline ended by itself (a full disk, a broken store, a bug):
+    the cause, worded once for every front."""
+
+    def __init__(self, cause: BaseException, db_path: Path) -> None:
+        where = f"cannot write {db_path}: " if isinstance(cause, STORE_ERRORS) else ""
+        super().__init__(f"recording stopped: {where}{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+    @property
+    def is_bug(self) -> bool:
+        """Not the machine's fault: worth a crash log with the traceback."""
+        return not isinstance(self.cause, STORE_ERRORS)
 
 
 class Ingest:
@@ -22,6 +41,7 @@ class Ingest:
         self.flush_interval = flush_interval
         self.stored: Counter[str] = Counter()
         self._held: Batch | None = None  # a batch whose write failed, tried again first
+        self.stopped = False  # asked to stop: ending is no failure then
 
     def stats(self) -> FeedStats:
         return self.feed.stats(self.stored)
@@ -49,6 +69,7 @@ class Ingest:
             await self._flush()
 
     def stop(self) -> None:
+        self.stopped = True
         self.feed.stop()
 
     async def _flush(self) -> None:

@@ -21,7 +21,7 @@ from typing import TextIO
 from pairs_tui.config import Config
 from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
-from pairs_tui.ingest import Ingest
+from pairs_tui.ingest import Ingest, RecordingStopped
 from pairs_tui.model import FeedState, FeedStats, printable
 from pairs_tui.retention import keep_pruned
 from pairs_tui.store import TickStore
@@ -141,6 +141,8 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None
             )
         try:
             await ingest.run()
+        except Exception as exc:
+            raise RecordingStopped(exc, plan.db_path) from exc
         finally:
             ticker.cancel()
             if pruner is not None:

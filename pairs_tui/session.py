@@ -7,12 +7,11 @@ snapshots and feed statistics, and takes view changes. It never imports the UI.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from pairs_tui.alerts import AlertBook, AlertRule, RuleError, RuleSpec, parse_rule
@@ -20,10 +19,10 @@ from pairs_tui.engine import PairEngine, PairSnapshot, PairView
 from pairs_tui.export import pair_export, write_export
 from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
-from pairs_tui.ingest import Ingest
+from pairs_tui.ingest import STORE_ERRORS, Ingest, RecordingStopped
 from pairs_tui.model import AlertEvent, FeedStats, StreamKind
 from pairs_tui.retention import keep_pruned
-from pairs_tui.store import StoreBusy, TickStore
+from pairs_tui.store import TickStore
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,8 @@ class Session:
         self._ingest_task: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._stopped = False
+        self.failure: RecordingStopped | None = None  # how the pipeline ended by itself
+        self.on_failure: Callable[[RecordingStopped], None] = lambda failure: None
         self.alerts = AlertBook()
 
     async def start(self) -> None:
@@ -79,6 +80,12 @@ class Session:
             self._pruner = asyncio.create_task(
                 keep_pruned(plan.db_path, plan.retention_s, self.on_notice), name="retention"
             )
+            self._pruner.add_done_callback(self._pruner_ended)
+
+    def _pruner_ended(self, task: asyncio.Task[None]) -> None:
+        """Retention runs until cancelled; if it dies, recording goes on, and the user hears."""
+        if not task.cancelled() and (cause := task.exception()) is not None:
+            self.on_notice(f"retention stopped: {type(cause).__name__}: {cause}")
 
     def _start_feed(self) -> None:
         assert self.store is not None and self.plan.feed is not None
@@ -87,13 +94,25 @@ class Session:
             options = replace(options, ws_url=self.server.url)
         feed = BinanceFeed(self.view.symbols, options, on_event=self.on_event)
         self.ingest = Ingest(feed, self.store, flush_interval=self.plan.flush_interval)
-        self._ingest_task = asyncio.create_task(self.ingest.run(), name="ingest")
+        task = asyncio.create_task(self.ingest.run(), name="ingest")
+        task.add_done_callback(partial(self._ended, self.ingest))
+        self._ingest_task = task
+
+    def _ended(self, ingest: Ingest, task: asyncio.Task[None]) -> None:
+        """Ingestion runs until it is stopped: ending otherwise, or failing to commit what
+        was pending when stopped, is a failure, kept and told."""
+        if task.cancelled() or self.failure is not None:
+            return
+        cause = task.exception()
+        if cause is None and ingest.stopped:
+            return
+        self.failure = RecordingStopped(cause or RuntimeError("the feed ended"), self.plan.db_path)
+        self.on_failure(self.failure)
 
     async def _stop_feed(self) -> None:
         if self.ingest is not None and self._ingest_task is not None:
             self.ingest.stop()
-            with contextlib.suppress(Exception):
-                await self._ingest_task
+            await asyncio.gather(self._ingest_task, return_exceptions=True)
 
     async def stop(self) -> None:
         """Stop the feed, commit everything pending, close the store. Idempotent."""
@@ -142,7 +161,7 @@ class Session:
             return snapshot
         try:
             await self.store.add_events(fired)
-        except (sqlite3.Error, StoreBusy) as exc:  # shown and printed all the same
+        except STORE_ERRORS as exc:  # shown and printed all the same
             self.on_notice(f"could not store {len(fired)} alert firing(s): {exc}")
         return replace(snapshot, fired=tuple(fired))
 

@@ -44,6 +44,7 @@ async def run_watch(
     err = err or sys.stderr
     session = Session(plan, on_event=lambda text: _log(err, text))
     stop = asyncio.Event()
+    session.on_failure = lambda failure: stop.set()  # said once stopped, below
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -77,4 +78,6 @@ async def run_watch(
             loop.remove_signal_handler(sig)
         await session.stop()
     _log(err, f"stopped: {fired} alert(s) fired")
+    if session.failure is not None:  # nothing was recorded or evaluated any more
+        raise session.failure
     return fired

@@ -62,8 +62,10 @@ class PtyTerminal:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         keep_transcript: bool = True,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.argv = list(argv)
+        self._preexec = preexec_fn  # run in the child too (resource limits, signals)
         self.cols, self.rows = cols, rows
         self._env = dict(os.environ if env is None else env)
         self._env["TERM"] = "xterm-256color"
@@ -98,7 +100,7 @@ class PtyTerminal:
                 env=self._env,
                 cwd=self._cwd,
                 start_new_session=True,  # its own session and process group ...
-                preexec_fn=_take_controlling_tty,  # ... whose controlling tty is the pty
+                preexec_fn=self._child_setup,  # ... whose controlling tty is the pty
                 close_fds=True,
             )
         except BaseException:
@@ -111,6 +113,11 @@ class PtyTerminal:
         self._reader = threading.Thread(target=self._read_loop, name="pty-reader", daemon=True)
         self._reader.start()
         return self
+
+    def _child_setup(self) -> None:
+        _take_controlling_tty()
+        if self._preexec is not None:
+            self._preexec()
 
     def __enter__(self) -> PtyTerminal:
         return self.start()

@@ -12,7 +12,6 @@ import asyncio
 import io
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -33,9 +32,15 @@ from textual.widgets import Footer, Static
 from pairs_tui.alerts import RuleError, value_text
 from pairs_tui.analytics import MIN_OLS_BARS
 from pairs_tui.engine import PairSnapshot, PairView, ViewError
-from pairs_tui.model import AlertEvent, FeedState, FeedStats, SymbolError, normalise_symbols
-from pairs_tui.session import Session
-from pairs_tui.store import StoreBusy
+from pairs_tui.model import (
+    AlertEvent,
+    FeedState,
+    FeedStats,
+    SymbolError,
+    normalise_symbols,
+    printable,
+)
+from pairs_tui.session import STORE_ERRORS, RecordingStopped, Session
 from pairs_tui.ui.charts import ChartSpec, Line, fingerprint, render, waiting_for
 from pairs_tui.ui.commands import REFRESH_RANGE, PairCommands
 from pairs_tui.ui.help import HelpScreen
@@ -56,7 +61,6 @@ NARROW = (100, 30)  # below either: stacked charts, short stats
 TOO_SMALL = (40, 12)
 STALE_AFTER_S = 10.0  # connected, yet no trade for this long: say so
 ALERT_LOG = 50  # firings kept in the log panel
-STORE_ERRORS = (sqlite3.Error, StoreBusy)  # a locked or broken store: say so, go on
 
 
 def chart_specs(snapshot: PairSnapshot, cursor: int | None = None) -> dict[str, ChartSpec]:
@@ -188,6 +192,7 @@ class PairsApp(App[int]):
             )
         self.session = session
         session.on_notice = lambda text: self.say(text, severity="warning", timeout=8)
+        session.on_failure = self._recording_stopped
         self.ring_bell = bell
         self.refresh_every = refresh_every
         self.export_dir = export_dir
@@ -251,8 +256,10 @@ class PairsApp(App[int]):
         return self._crash_report.getvalue()
 
     def say(self, message: str, **options) -> None:
-        """A toast of ours: paths, rules and error text are shown as text, never markup."""
-        self.notify(message, markup=False, **options)
+        """A toast of ours: paths, rules and error text (from a feed, a file, a store) are
+        shown as text, never markup, and never as escape sequences for the terminal."""
+        text = "\n".join(printable(line) for line in message.split("\n"))
+        self.notify(text, markup=False, **options)
 
     # -- layout -----------------------------------------------------------------------
     def on_resize(self, event: Resize) -> None:
@@ -380,6 +387,8 @@ class PairsApp(App[int]):
                 self._rate = (count - self._last_count[1]) / (now - self._last_count[0])
             self._last_count = (now, count)
         feed = feed_text(session.feed_label, stats, self._rate, now)
+        if session.failure is not None:
+            feed = f"{session.feed_label} FAILED: {printable(str(session.failure.cause))}"
         paused = None
         if self.paused and session.store is not None:
             paused = max(0, session.trades_seen() - self._paused_at)
@@ -387,6 +396,12 @@ class PairsApp(App[int]):
         line = self.query_one(StatusLine)
         if str(line.render()) != text:
             line.update(Text(text))
+
+    def _recording_stopped(self, failure: RecordingStopped) -> None:
+        """Nothing is recorded any more: say so until the user has seen it, and quit
+        with a non-zero status."""
+        self.say(str(failure), title="recording stopped", severity="error", timeout=3600)
+        self._show_status()
 
     # -- keys: the view ---------------------------------------------------------------
     async def _change_view(self, **changes: object) -> None:
@@ -550,4 +565,5 @@ class PairsApp(App[int]):
             timer = threading.Timer(2.0, os._exit, (0,))
             timer.daemon = True
             timer.start()
-        self.exit(0)
+        code = 0 if self.session.failure is None else 1
+        self.exit(code, return_code=code)
