@@ -17,11 +17,11 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeAlias
 
-from pairs_tui.model import AlertEvent, AlertValue, iso
+from pairs_tui.model import AlertEvent, AlertValue, RuleRecord, iso
 
 if TYPE_CHECKING:  # the config loader parses rules; it need not import numpy for that
     from pairs_tui.analytics import Summary
@@ -37,10 +37,12 @@ _COMPARISONS = (">=", "<=", "==", ">", "<")
 
 
 class RuleError(ValueError):
-    """A rule that cannot be parsed; `column` is 1-based."""
+    """A rule that cannot be parsed; `column` is 1-based, None when no one column is wrong
+    (a rule too long once written out)."""
 
-    def __init__(self, message: str, column: int, hint: str = "") -> None:
-        super().__init__(f"{message} at column {column}{hint}")
+    def __init__(self, message: str, column: int | None, hint: str = "") -> None:
+        where = "" if column is None else f" at column {column}"
+        super().__init__(f"{message}{where}{hint}")
         self.column = column
 
 
@@ -342,10 +344,28 @@ def _suggest(word: str) -> str:
 
 
 def parse_rule(text: str) -> Rule:
-    """The rule, or a `RuleError` that says what is wrong and where."""
+    """The rule, or a `RuleError` that says what is wrong and where.
+
+    A rule is kept (in the store, in logs) as its canonical text, which is parsed again at
+    the next start, so a rule is accepted only if that text parses back to it: within
+    MAX_RULE_LENGTH once written out in full (`z>1e9` is `z > 1000000000`), not only as
+    typed. Every rule accepted here loads again."""
     if len(text) > MAX_RULE_LENGTH:
         raise RuleError(f"rule longer than {MAX_RULE_LENGTH} characters", MAX_RULE_LENGTH + 1)
-    return _Parser(text).rule()
+    rule = _Parser(text).rule()
+    canonical = rule.text
+    if len(canonical) > MAX_RULE_LENGTH:
+        raise RuleError(
+            f"written out in full ({_clip(canonical)}) the rule is {len(canonical)}"
+            f" characters long, more than the {MAX_RULE_LENGTH} a stored rule may have:"
+            " shorten it",
+            None,
+        )
+    return rule
+
+
+def _clip(text: str, most: int = 40) -> str:
+    return repr(text if len(text) <= most else text[: most - 3] + "...")
 
 
 # -- evaluation ---------------------------------------------------------------------------
@@ -467,6 +487,33 @@ class AlertRule:
     @property
     def pair(self) -> tuple[str, str]:
         return self.symbol_a, self.symbol_b
+
+
+def load_rules(records: Iterable[RuleRecord]) -> tuple[list[AlertRule], list[str]]:
+    """The stored rules that parse, and one line for each that does not, to tell the
+    user: a rule from a later version's grammar, written by hand, or stored by a version
+    that let rules too long to load back in. Those stay in the store, unused."""
+    rules, problems = [], []
+    for record in records:
+        try:
+            rule = parse_rule(record.rule)
+        except RuleError as exc:
+            problems.append(
+                f"alert rule #{record.id} ({record.symbol_a}/{record.symbol_b}"
+                f" {record.timeframe}) in the store is not used: {exc}: {_clip(record.rule)}"
+            )
+            continue
+        rules.append(
+            AlertRule(
+                record.id,
+                rule,
+                record.symbol_a,
+                record.symbol_b,
+                record.timeframe,
+                record.muted,
+            )
+        )
+    return rules, problems
 
 
 @dataclass

@@ -8,6 +8,7 @@ crash is one line naming the error and its crash log (`pairs-tui --debug` shows 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import math
 import os
 import sys
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from pairs_tui.session import SessionPlan
 
 USAGE_ERROR = 2
+DEMO_DB = "demo.db"  # the demo feed's store, beside the live one
 RUNTIME_ERROR = 1
 
 
@@ -50,13 +52,16 @@ def _config(config_file: Path | None, **flags: dict[str, object]) -> Config:
     return apply(config, {k: v for k, v in layer.items() if v}, "command line")
 
 
-def _db_path(config: Config, db: Path | None) -> Path:
+def _db_path(config: Config, db: Path | None, *, demo: bool = False) -> Path:
+    """--db, else store.path, else the user data directory's ticks.db; the demo's
+    synthetic trades go to demo.db beside it unless --db names a file."""
     if db is not None:
         return _expand(db)
-    if config.store.path:
-        return _expand(Path(config.store.path))
-    path = default_db_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _expand(Path(config.store.path)) if config.store.path else default_db_path()
+    if demo:
+        path = path.with_name(DEMO_DB)
+    if not config.store.path:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -141,6 +146,8 @@ class CockpitByDefault(click.Group):
         flags = leading_flags(args)
         rest = args[len(flags) :]
         if not rest or (rest[0] not in self.commands and rest[0] not in own):
+            if rest and (near := difflib.get_close_matches(rest[0], self.commands, 1, 0.75)):
+                raise UsageProblem(f"no command {rest[0]!r}; did you mean {near[0]!r}?")
             args = [*flags, "cockpit", *rest]
         return super().parse_args(ctx, args)
 
@@ -188,13 +195,24 @@ def record(
     except SymbolError as exc:
         raise UsageProblem(str(exc)) from None
     config = _config(config_file, feed={"ws_url": _ws_url(ws_url), "stream": stream})
-    plan = RecordPlan(names, _db_path(config, db), demo=demo, seed=seed, duration=duration)
+    path = _db_path(config, db, demo=demo)
+    plan = RecordPlan(names, path, demo=demo, seed=seed, duration=duration)
     asyncio.run(run_record(plan, config))
 
 
-def _existing_db(config: Config, db: Path | None) -> Path:
+async def _check_store(path: Path, source: str | None) -> None:
+    """Open the store as the command will (StoreError says what is wrong with it) and,
+    for a feed, check that it holds trades of the same source."""
+    from pairs_tui.store import TickStore
+
+    async with await TickStore.open(path) as store:
+        if source is not None:
+            await store.claim(source)
+
+
+def _existing_db(config: Config, db: Path | None, *, demo: bool = False) -> Path:
     """Reading commands never create an empty store by accident."""
-    path = _db_path(config, db)
+    path = _db_path(config, db, demo=demo)
     if not path.is_file():
         raise UsageProblem(f"no tick store at {path}: record or import trades first, or pass --db")
     return path
@@ -345,10 +363,13 @@ def cockpit(
         )
     symbol_a, symbol_b = symbols or (config.pair.a, config.pair.b)
     view = _view(config, symbol_a, symbol_b)
+    db_path = (_existing_db if no_feed else _db_path)(config, db, demo=demo)
+    source = None if no_feed else "demo" if demo else "live"
+    asyncio.run(_check_store(db_path, source))  # a bad --db is one line, before the screen
     plan = _session_plan(
         config,
         view,
-        _db_path(config, db),
+        db_path,
         demo=demo,
         seed=seed,
         no_feed=no_feed,
@@ -438,8 +459,14 @@ def export(
         feed={"stream": stream},
     )
     view = _view(config, symbol_a, symbol_b)
-    if output != "-" and not Path(output).expanduser().parent.is_dir():
-        raise UsageProblem(f"cannot write {output}: directory {Path(output).parent} does not exist")
+    if output != "-":
+        from pairs_tui.export import export_target
+
+        try:
+            if export_target(output)[1]:
+                raise UsageProblem(f"{output} is a directory: give a file name in it")
+        except ValueError as exc:
+            raise UsageProblem(f"cannot write {output}: {exc}") from None
     since_us, until_us = _time(since, "--from"), _time(until, "--to")
     tf = view.tf_us
     if since_us is not None:  # whole bars only: a bar cut by --from/--to would lie
@@ -516,7 +543,7 @@ def watch(
     plan = _session_plan(
         config,
         view,
-        _existing_db(config, db) if no_feed else _db_path(config, db),
+        (_existing_db if no_feed else _db_path)(config, db, demo=demo),
         demo=demo,
         seed=seed,
         no_feed=no_feed,
@@ -542,7 +569,7 @@ def alerts_(as_json: bool, limit: int | None, db: Path | None, config_file: Path
     path = _existing_db(_config(config_file), db)
 
     async def load():
-        async with await TickStore.open(path) as store:
+        async with await TickStore.open(path, readonly=True) as store:  # never writes
             return await store.events(limit), await store.rules()
 
     events, rules = asyncio.run(load())

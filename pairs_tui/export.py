@@ -39,6 +39,24 @@ class NothingToExport(Exception):
     pass
 
 
+def export_target(text: str) -> tuple[Path, bool]:
+    """Where an export goes, and whether that is a directory to name files in: an
+    existing directory (a trailing / says a directory is meant), or a file in one.
+    ValueError says which directory is missing; none is ever made, nor a file named
+    after a directory the user mistyped."""
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:
+        raise ValueError(f"cannot expand {text}: no such user") from None
+    if path.is_dir():
+        return path, True
+    meant_dir = text.endswith(("/", os.sep))
+    missing = path if meant_dir else path.parent
+    if meant_dir or not missing.is_dir():
+        raise ValueError(f"no directory {missing}: create it first")
+    return path, False
+
+
 def parse_time(text: str) -> int:
     """ISO-8601 (a date, or a date and time; UTC unless it says otherwise) to µs."""
     moment = datetime.fromisoformat(text)
@@ -233,9 +251,10 @@ async def run_export(
 ) -> list[Path]:
     """`pairs-tui export`: load, analyse and write one kind of export. With `asof`, the
     analytics as the cockpit had them at `until_us`: the bar forming then included, and
-    only the bars that had ended by then counted as closed (as the engine does)."""
+    only the bars that had ended by then counted as closed (as the engine does). The
+    store is opened read-only: an export never writes to it."""
     now_us = until_us if asof and until_us is not None else time.time_ns() // 1000
-    async with await TickStore.open(db_path) as store:
+    async with await TickStore.open(db_path, readonly=True) as store:
         bars_a, bars_b, snapshot = await pair_export(
             store, view, kind, since_us=since_us, until_us=until_us, now_us=now_us
         )

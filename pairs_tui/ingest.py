@@ -8,15 +8,12 @@ consumer keeps filling the next one, so the socket is never left unread.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
 from pairs_tui.feed.binance import Batch, BinanceFeed
 from pairs_tui.model import FeedStats
-from pairs_tui.store import StoreBusy, TickStore
-
-STORE_ERRORS = (sqlite3.Error, StoreBusy, OSError)  # the store or its disk, not a bug
+from pairs_tui.store import STORE_ERRORS, TickStore
 
 
 class RecordingStopped(Exception):

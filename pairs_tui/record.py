@@ -116,6 +116,11 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None
     """Record until SIGINT/SIGTERM or the duration ends; everything pending is committed."""
     out = out or sys.stdout  # looked up now, not when this module was imported
     store = await TickStore.open(plan.db_path)
+    try:
+        await store.claim("demo" if plan.demo else "live")
+    except BaseException:
+        await store.close()
+        raise
     live = out.isatty()
     printer = StatusPrinter(out, live=live, interval=1.0 if live else 10.0)
     server = DemoServer(seed=plan.seed, rate=config.demo.rate) if plan.demo else None

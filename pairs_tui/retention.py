@@ -6,13 +6,12 @@ Pruning deletes in small batches, so the recorder's commits wait milliseconds at
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pairs_tui.model import iso
-from pairs_tui.store import StoreBusy, TickStore
+from pairs_tui.store import STORE_ERRORS, TickStore
 
 EVERY_S = 600.0  # prune at start, then this often
 
@@ -27,7 +26,7 @@ async def keep_pruned(
             cutoff = time.time_ns() // 1000 - int(keep_s * 1e6)
             try:
                 deleted = await store.prune(cutoff)
-            except (sqlite3.Error, StoreBusy) as exc:  # say so, and try again next time
+            except STORE_ERRORS as exc:  # say so, and try again next time
                 on_event(f"retention: could not prune ({exc}); trying again in {every_s:g}s")
             else:
                 if deleted:

@@ -14,15 +14,15 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from pairs_tui.alerts import AlertBook, AlertRule, RuleError, RuleSpec, parse_rule
+from pairs_tui.alerts import AlertBook, AlertRule, RuleSpec, load_rules, parse_rule
 from pairs_tui.engine import PairEngine, PairSnapshot, PairView
-from pairs_tui.export import pair_export, write_export
+from pairs_tui.export import export_target, pair_export, write_export
 from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
-from pairs_tui.ingest import STORE_ERRORS, Ingest, RecordingStopped
+from pairs_tui.ingest import Ingest, RecordingStopped
 from pairs_tui.model import AlertEvent, FeedStats, StreamKind
 from pairs_tui.retention import keep_pruned
-from pairs_tui.store import TickStore
+from pairs_tui.store import STORE_ERRORS, TickStore
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class Session:
         await self._load_rules()
         if plan.feed is None:
             return
+        await self.store.claim("demo" if plan.demo else "live")
         if plan.demo:
             self.server = await DemoServer(seed=plan.seed, rate=plan.demo_rate).start()
         self._start_feed()
@@ -175,21 +176,11 @@ class Session:
         else:
             for spec in self.plan.rules:
                 await self.store.add_rule(spec.pair, spec.timeframe, spec.rule.text, now_us)
-            for record in await self.store.rules():
-                try:
-                    rule = parse_rule(record.rule)
-                except RuleError:  # written by a later version's grammar: leave it be
-                    continue
-                self.alerts.put(
-                    AlertRule(
-                        record.id,
-                        rule,
-                        record.symbol_a,
-                        record.symbol_b,
-                        record.timeframe,
-                        record.muted,
-                    )
-                )
+            rules, problems = load_rules(await self.store.rules())
+            for rule in rules:
+                self.alerts.put(rule)
+            for problem in problems:  # a later grammar, or too long: said, left in the store
+                self.on_notice(problem)
         self._want_tests()
 
     def _want_tests(self) -> None:
@@ -244,13 +235,13 @@ class Session:
     def feed_stats(self) -> FeedStats | None:
         return self.ingest.stats() if self.ingest is not None else None
 
-    async def export(self, target: Path, whats: tuple[str, ...], *, into_dir: bool) -> list[Path]:
+    async def export(self, target: str, whats: tuple[str, ...]) -> list[Path]:
         """The current view's CSVs, as `pairs-tui export` writes them (same data, same
         sidecars) of what is stored now, into the directory `target` (files named after
-        the view and the time) or, `into_dir` false, into the file `target`."""
+        the view and the time) or to the file `target` (see `export_target`: ValueError
+        for a directory that does not exist)."""
         assert self.store is not None, "start() first"
-        if into_dir and not target.is_dir():
-            raise FileNotFoundError(2, "no such directory", str(target))
+        target_path, into_dir = export_target(target)
         view, kind = self.view, self.plan.kind
         now_us = time.time_ns() // 1000
         bars_a, bars_b, snapshot = await pair_export(
@@ -259,10 +250,10 @@ class Session:
         stamp = datetime.fromtimestamp(now_us / 1e6, UTC).strftime("%Y%m%dT%H%M%SZ")
         written: list[Path] = []
         for what in whats:
-            out = target
+            out = target_path
             if into_dir:
                 name = f"{view.symbol_a}-{view.symbol_b}-{view.timeframe}-{what}-{stamp}.csv"
-                out = target / name.lower()
+                out = target_path / name.lower()
             written += await asyncio.to_thread(
                 write_export, what, out, view, kind, bars_a, bars_b, snapshot, (None, now_us)
             )

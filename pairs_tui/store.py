@@ -1,6 +1,9 @@
 """The SQLite tick store: one file, WAL, shared by a recorder and any number of readers.
 
-Only this module speaks SQL. Each (symbol, kind) is a row of `series`; trades are keyed
+Only this module speaks SQL. A file is looked at before anything is written to it: one
+that holds another application's tables is refused as it is, byte for byte, and a
+read-only open (`readonly=True`, for commands that only read) never writes, migrates or
+switches the journal mode. Each (symbol, kind) is a row of `series`; trades are keyed
 by (series, trade_id) and inserted with ON CONFLICT DO NOTHING, so a re-delivered trade, a
 second recorder or a re-import never makes a duplicate. An integer series key instead of
 repeating the symbol text makes inserts about 40 % faster and the file about 30 %
@@ -12,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
 import sqlite3
 import tempfile
 import time
@@ -28,7 +33,7 @@ from pairs_tui.model import AlertEvent, Gap, RuleRecord, StreamKind, TradeRow
 # (series, trade_id, ts_us, price, qty, buyer_maker as 0/1): a trade from a dump
 ImportRow: TypeAlias = tuple[int, int, int, str, str, int]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 T = TypeVar("T")
 
 # Forward migrations: entry i takes a database from user_version i to i + 1.
@@ -83,8 +88,33 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX alert_events_by_time ON alert_events (fired_us)",
     ),
+    (
+        """CREATE TABLE meta (
+            key         TEXT    PRIMARY KEY,  -- 'source': 'live' or 'demo' trades
+            value       TEXT    NOT NULL
+        )""",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+def _tables_of(version: int) -> frozenset[str]:
+    """The tables a store of this schema version has (SQLite's own sqlite_* aside)."""
+    return frozenset(
+        name
+        for step in _MIGRATIONS[:version]
+        for statement in step
+        for name in re.findall(r"CREATE TABLE (\w+)", statement)
+    )
+
+
+# The schema version and what the file holds, SQLite's own objects (sqlite_sequence,
+# autoindexes) aside: one statement, so one read transaction sees both as they were
+# together (a store being created by another process is never caught half made).
+_SCHEMA = (
+    "SELECT user_version, type, name FROM pragma_user_version LEFT JOIN"
+    " (SELECT type, name FROM sqlite_master WHERE substr(name, 1, 7) != 'sqlite_')"
+)
 
 # ON CONFLICT DO NOTHING skips only duplicates; OR IGNORE would also swallow a NOT NULL
 # violation, silently dropping a broken row.
@@ -106,23 +136,122 @@ class StoreBusy(Exception):
     """Another process held the write lock for longer than all our retries."""
 
 
+# what the store or its disk can raise: said to the user, never taken for a bug
+STORE_ERRORS = (sqlite3.Error, StoreBusy, StoreError, OSError)
+
+
 def default_db_path() -> Path:
     return platformdirs.user_data_path("pairs-tui", appauthor=False) / "ticks.db"
 
 
+def _listing(names: Sequence[str], most: int = 5) -> str:
+    shown = [name if len(name) <= 40 else name[:37] + "..." for name in names[:most]]
+    return ", ".join(shown) + (", ..." if len(names) > most else "")
+
+
+def _refuse_foreign(path: Path, version: int, objects: Sequence[tuple[str, str]]) -> None:
+    """StoreError unless the schema is a pairs-tui store's (of any version) or empty."""
+    tables = {name for kind, name in objects if kind == "table"}
+    ours = _tables_of(SCHEMA_VERSION)
+    if version > SCHEMA_VERSION and (not objects or tables & ours):
+        raise StoreError(
+            f"{path} was written by a newer pairs-tui (schema {version}, this "
+            f"version reads up to {SCHEMA_VERSION}): upgrade pairs-tui"
+        )
+    if version == 0 and not objects:
+        return  # empty: a store still to be made
+    expected = _tables_of(version) if version <= SCHEMA_VERSION else frozenset()
+    extra = sorted(tables - expected)
+    if version == 0 or extra or version > SCHEMA_VERSION:
+        names, what = extra or sorted(tables), "table"
+        if not names:  # views or triggers only
+            names, what = sorted(name for _, name in objects), "schema object"
+        what += "s" if len(names) > 1 else ""
+        raise StoreError(
+            f"{path} is not a pairs-tui store (it has {what} {_listing(names)}): pass another --db"
+        )
+    missing = sorted(expected - tables)
+    if missing:
+        raise StoreError(
+            f"{path} is not a pairs-tui store (schema version {version} but no"
+            f" table{'s' if len(missing) > 1 else ''} {_listing(missing)}): pass another --db"
+        )
+
+
+def _is_wal_file(path: Path) -> bool:
+    """Does the file's header say WAL (read and write versions 2)?"""
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(20)
+    except OSError:
+        return False
+    return header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
+def _read_only_file(path: Path) -> str:
+    return f"cannot write to {path}: the file is read-only (export and alerts only read it)"
+
+
+def _drop_shared_files(path: Path) -> None:
+    """Remove the -wal and -shm that SQLite created for a read-only connection, the way
+    SQLite itself does: a connection that joins the WAL and closes last deletes them. Only
+    when the -wal is empty, so nothing is ever checkpointed into the file; a process
+    still using them keeps them."""
+    wal = Path(f"{path}-wal")
+    with contextlib.suppress(OSError, sqlite3.Error):
+        if wal.stat().st_size == 0:
+            with contextlib.closing(sqlite3.connect(path, timeout=0.1)) as conn:
+                conn.execute("PRAGMA user_version").fetchone()
+
+
+async def _connect(path: Path, *, readonly: bool, immutable: bool = False):
+    if not readonly:
+        return await aiosqlite.connect(path, isolation_level=None)
+    # mode=ro: SQLite itself refuses every write, whatever a caller tries
+    uri = path.absolute().as_uri() + "?mode=ro" + ("&immutable=1" if immutable else "")
+    return await aiosqlite.connect(uri, uri=True, isolation_level=None)
+
+
 class TickStore:
-    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
+    def __init__(self, path: Path, conn: aiosqlite.Connection, *, readonly: bool = False):
         self.path = path
         self._conn = conn
+        self.readonly = readonly
+        self.schema_version = SCHEMA_VERSION  # what the file holds, once open() looked
+        self._busy_ms = 10_000
+        self._immutable = False  # reading the file alone, until a writer shows up
+        self._tidy = False  # remove the -wal and -shm SQLite made for us when closing
+        self._stamp: tuple[int, int] | None = None  # the file's mtime and size at open
 
     @classmethod
-    async def open(cls, path: Path | str, *, busy_timeout: float = 10.0) -> TickStore:
-        """Open (creating or migrating) the store; raise StoreError with a plain reason."""
+    async def open(
+        cls, path: Path | str, *, busy_timeout: float = 10.0, readonly: bool = False
+    ) -> TickStore:
+        """Open (creating or migrating) the store; raise StoreError with a plain reason.
+
+        A file that is not a pairs-tui store (another application's tables, with or
+        without ours) is refused before anything is written to it. With `readonly` the
+        file is opened read-only (`mode=ro`): nothing is created, migrated or written, and
+        nothing is left beside it; a store of an older schema is read as it is (what it
+        cannot hold yet reads as empty).
+        """
         path = Path(path).expanduser()
         if path.exists() and path.is_dir():
             raise StoreError(f"database path {path} is a directory: give a file name")
         if path.exists() and not path.is_file():  # /dev/null, a fifo: SQLite would mangle it
             raise StoreError(f"database path {path} is not a regular file")
+        if readonly and not path.is_file():
+            raise StoreError(
+                f"no tick store at {path}: record or import trades first, or pass --db"
+            )
         if not path.parent.is_dir():
             raise StoreError(
                 f"cannot create database {path}: directory {path.parent} does not exist"
@@ -136,47 +265,105 @@ class TickStore:
                     f"cannot create database {path}: {exc.strerror};"
                     f" can files be created in {path.parent}?"
                 ) from None
+        immutable = tidy = False
+        if readonly and _is_wal_file(path) and not Path(f"{path}-wal").exists():
+            # Nobody has the store open (a WAL store's -wal lives as long as a connection
+            # does). SQLite reads a WAL file through a -wal and -shm it creates; when we
+            # may write here it does, and closing removes them again. When we may not
+            # (a 0444 file, a read-only directory), read the file alone (immutable) until
+            # a writer's -wal appears.
+            tidy = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+            immutable = not tidy
         try:
-            conn = await aiosqlite.connect(path, isolation_level=None)
+            conn = await _connect(path, readonly=readonly, immutable=immutable)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
-        store = cls(path, conn)
+        store = cls(path, conn, readonly=readonly)
+        store._busy_ms = int(busy_timeout * 1000)
+        store._immutable, store._tidy, store._stamp = immutable, tidy, _stamp(path)
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            # only possible before the first table (a no-op after): pruned space goes back
-            await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            new = await store._check()
+            if readonly:
+                if new:
+                    raise StoreError(
+                        f"no tick store in {path} yet (the file is empty): record or import"
+                        " trades first, or pass --db"
+                    )
+                return store
+            if not os.access(path, os.W_OK):
+                raise StoreError(_read_only_file(path))
+            if new:  # only possible before the first table: pruned space goes back
+                await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             await store._migrate()
             # switching to WAL needs the file to itself and does not wait: a second process
             # opening a new store at the same moment gets "locked" at once, so try again
             await store._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             await conn.execute("PRAGMA synchronous = NORMAL")
         except StoreError:
-            await conn.close()
+            await store.close()
             raise
         except StoreBusy:
-            await conn.close()
+            await store.close()
             raise StoreError(f"{path} stayed locked by another process: try again") from None
         except sqlite3.DatabaseError as exc:
-            await conn.close()
+            await store.close()
             text = str(exc)
             if "not a database" in text or "malformed" in text:
                 raise StoreError(f"{path} is not a pairs-tui SQLite database ({text})") from None
+            if getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY_DIRECTORY":
+                if not os.access(path, os.W_OK):
+                    raise StoreError(_read_only_file(path)) from None
+                raise StoreError(
+                    f"cannot write to {path}: directory {path.parent} is read-only (SQLite"
+                    " keeps its -wal and -shm files beside the store)"
+                ) from None
             raise StoreError(f"cannot use database {path}: {text}") from None
         return store
 
+    async def _follow_writer(self) -> None:
+        """Reading the file alone (immutable) assumes it does not change: once a writer's
+        -wal appears, read through it from now on (read-only still), and if the file
+        changed all the same (a writer came and went), start again from the file as it
+        is now. Either way new trades are seen and no stale page is read."""
+        if not self._immutable:
+            return
+        wal = Path(f"{self.path}-wal").exists()
+        if not wal and _stamp(self.path) == self._stamp:
+            return
+        stamp = _stamp(self.path)
+        try:
+            conn = await _connect(self.path, readonly=True, immutable=not wal)
+        except sqlite3.Error:
+            return
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
+            await (await conn.execute("PRAGMA user_version")).fetchone()
+        except sqlite3.Error:  # the writer's -shm not there yet: the next read tries again
+            await conn.close()
+            return
+        old, self._conn, self._immutable, self._stamp = self._conn, conn, not wal, stamp
+        await old.close()
+
+    async def _check(self) -> bool:
+        """Refuse a file that is not a pairs-tui store (before anything is written to it);
+        note its schema version. True when it is empty: a store still to be made."""
+        cursor = await self._conn.execute(_SCHEMA)
+        rows = await cursor.fetchall()
+        version = rows[0][0]
+        objects = [(kind, name) for _, kind, name in rows if name is not None]
+        _refuse_foreign(self.path, version, objects)
+        self.schema_version = version
+        return version == 0 and not objects
+
     async def _migrate(self) -> None:
-        version = await self._scalar("PRAGMA user_version")
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} was written by a newer pairs-tui (schema {version}, this "
-                f"version reads up to {SCHEMA_VERSION}): upgrade pairs-tui"
-            )
+        version = self.schema_version
         if version == SCHEMA_VERSION:
             return
         await self._conn.execute("BEGIN IMMEDIATE")
         try:
-            version = await self._scalar("PRAGMA user_version")  # another process may have won
-            for step in range(version, SCHEMA_VERSION):
+            await self._check()  # another process may have won, or filled an empty file
+            for step in range(self.schema_version, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[step]:
                     await self._conn.execute(statement)
             await self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -185,9 +372,35 @@ class TickStore:
             with contextlib.suppress(sqlite3.Error):
                 await self._conn.execute("ROLLBACK")
             raise
+        self.schema_version = SCHEMA_VERSION
+
+    async def claim(self, source: str) -> None:
+        """Trades of one source only: the demo's synthetic market never mixes with
+        Binance's. The first feed to write names the store's source; another is refused
+        (StoreError). A store from before sources were kept is taken as live."""
+        self._writing()
+        await self._conn.execute(
+            "INSERT INTO meta VALUES ('source', ?) ON CONFLICT DO NOTHING",
+            ("live" if await self._scalar("SELECT count(*) FROM series") else source,),
+        )
+        await self._conn.commit()
+        held = await self._scalar("SELECT value FROM meta WHERE key = 'source'")
+        if held != source:
+            other = "--db demo.db (the demo's default)" if source == "demo" else "another --db"
+            raise StoreError(
+                f"{self.path} holds {held} trades: a {source} feed does not write into it;"
+                f" use {other}"
+            )
+
+    def _writing(self) -> None:
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only: nothing can be written to it")
 
     async def close(self) -> None:
         await self._conn.close()
+        if self._tidy:
+            self._tidy = False
+            await asyncio.to_thread(_drop_shared_files, self.path)
 
     async def __aenter__(self) -> TickStore:
         return self
@@ -197,6 +410,7 @@ class TickStore:
 
     async def series_ids(self, symbols: Iterable[str], kind: StreamKind) -> dict[str, int]:
         """The series id of each symbol for this kind of trade, created when new."""
+        self._writing()
         conn = self._conn
         ids = {}
         for symbol in symbols:
@@ -209,6 +423,7 @@ class TickStore:
     # -- writing ------------------------------------------------------------------------
     async def write(self, rows: Sequence[TradeRow], gaps: Sequence[Gap] = ()) -> int:
         """Commit one batch in one transaction; returns how many trades were new."""
+        self._writing()
         return await self._retrying(lambda: self._write_once(rows, gaps))
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -245,6 +460,7 @@ class TickStore:
     @asynccontextmanager
     async def bulk(self) -> AsyncIterator[Callable[[Sequence[ImportRow]], Awaitable[int]]]:
         """One transaction for many batches (an import): all of them or none."""
+        self._writing()
         conn = self._conn
         await conn.execute("BEGIN IMMEDIATE")
 
@@ -275,6 +491,7 @@ class TickStore:
 
         Use a connection of its own (`TickStore.open` again): the vacuum step commits
         whatever else the connection has open."""
+        self._writing()
         cursor = await self._conn.execute("SELECT id FROM series ORDER BY id")
         deleted = 0
         for (series,) in await cursor.fetchall():
@@ -313,6 +530,7 @@ class TickStore:
     # -- alert rules and events -----------------------------------------------------------
     async def add_rule(self, pair: tuple[str, str], timeframe: str, rule: str, now_us: int) -> int:
         """Store a rule (its canonical text); the id of the stored one if already there."""
+        self._writing()
         await self._conn.execute(
             "INSERT INTO alert_rules (symbol_a, symbol_b, timeframe, rule, created_us)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -325,20 +543,28 @@ class TickStore:
         )
 
     async def rules(self) -> list[RuleRecord]:
+        """Every stored rule, as stored: `alerts.load_rules` parses them (and says which
+        cannot be)."""
+        if self.schema_version < 2:  # read-only, not migrated: it cannot hold any
+            return []
+        await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT id, rule, symbol_a, symbol_b, timeframe, muted FROM alert_rules ORDER BY id"
         )
         return [RuleRecord(*row[:5], bool(row[5])) for row in await cursor.fetchall()]
 
     async def remove_rule(self, rule_id: int) -> None:
+        self._writing()
         await self._conn.execute("DELETE FROM alert_rules WHERE id = ?", (rule_id,))
 
     async def mute_rule(self, rule_id: int, muted: bool) -> None:
+        self._writing()
         await self._conn.execute(
             "UPDATE alert_rules SET muted = ? WHERE id = ?", (int(muted), rule_id)
         )
 
     async def add_events(self, events: Sequence[AlertEvent]) -> None:
+        self._writing()
         rows = [
             (
                 e.rule_id,
@@ -361,6 +587,9 @@ class TickStore:
 
     async def events(self, limit: int | None = None) -> list[AlertEvent]:
         """Stored firings, oldest first (the newest `limit` of them)."""
+        if self.schema_version < 2:  # read-only, not migrated: it cannot hold any
+            return []
+        await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT * FROM (SELECT rule_id, rule, symbol_a, symbol_b, timeframe, fired_us,"
             " bar_us, asof_us, value, rowid FROM alert_events ORDER BY fired_us DESC, rowid DESC"
@@ -371,6 +600,7 @@ class TickStore:
 
     # -- reading ------------------------------------------------------------------------
     async def trade_ids(self, symbol: str, kind: StreamKind = StreamKind.TRADE) -> list[int]:
+        await self._follow_writer()
         cursor = await self._conn.execute(
             f"SELECT trade_id FROM trades WHERE series = {_SERIES} ORDER BY trade_id",
             (symbol, kind.value),
@@ -380,6 +610,7 @@ class TickStore:
     async def trades(
         self, symbol: str, kind: StreamKind = StreamKind.TRADE, *, after_id: int = -1
     ) -> list[TradeRow]:
+        await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT series, trade_id, ts_us, recv_us, price, qty, buyer_maker FROM trades"
             f" WHERE series = {_SERIES} AND trade_id > ? ORDER BY trade_id",
@@ -401,6 +632,7 @@ class TickStore:
         Reads walk the primary key from a watermark, so a refresh costs what is new,
         not what is stored.
         """
+        await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT ts_us, trade_id, price, qty FROM trades"
             f" WHERE series = {_SERIES} AND trade_id > ? AND ts_us < ?"
@@ -427,6 +659,7 @@ class TickStore:
         )
 
     async def counts(self) -> dict[str, int]:
+        await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT symbol, count(*) FROM trades JOIN series ON series.id = trades.series"
             " GROUP BY symbol ORDER BY symbol"
@@ -434,6 +667,7 @@ class TickStore:
         return {row[0]: row[1] for row in await cursor.fetchall()}
 
     async def gaps(self) -> list[Gap]:
+        await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT symbol, kind, from_id, to_id, detected_us FROM gaps ORDER BY rowid"
         )
@@ -446,6 +680,7 @@ class TickStore:
         return await self._scalar("PRAGMA integrity_check") == "ok"
 
     async def _scalar(self, sql: str, params: tuple = ()):
+        await self._follow_writer()
         cursor = await self._conn.execute(sql, params)
         row = await cursor.fetchone()
         return row[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import re
 import shlex
 import sqlite3
@@ -41,6 +42,15 @@ def workdir(tmp_path_factory):
     asyncio.run(store_tape(where / "newer.db", 1))
     with contextlib.closing(sqlite3.connect(where / "newer.db")) as conn:
         conn.execute("PRAGMA user_version = 99")
+    with contextlib.closing(sqlite3.connect(where / "other.db")) as conn:  # not ours at all
+        conn.execute("CREATE TABLE app_users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("CREATE TABLE app_posts (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("INSERT INTO app_users (name) VALUES ('ann')")
+        conn.commit()
+    asyncio.run(store_tape(where / "mixed.db", 1))
+    with contextlib.closing(sqlite3.connect(where / "mixed.db")) as conn:  # ours and theirs
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.commit()
     lines = ["1,100.5,0.1,10.05,1735689600000,true", "2,-3,0.1,-0.3,1735689600001,false"]
     (where / "BTCUSDT-trades-2025-01.csv").write_text(
         "id,price,qty,quote_qty,time,is_buyer_maker\n" + "\n".join(lines) + "\n"
@@ -69,3 +79,48 @@ def test_bad_input_row(workdir, isolated_home, what, args, code, says):
     assert lines[0].startswith("pairs-tui: error: ") and says in lines[0], lines[0]
     after = {p.name: p.stat().st_size for p in workdir.iterdir()}
     assert after == before, "something was left behind"
+
+
+# Rows for the README's table (run from there once it has them): another application's
+# database, and our tables beside another's, are refused and left exactly as they were.
+FOREIGN_ROWS = [
+    (
+        "another application's database",
+        "record btcusdt --db other.db",
+        "other.db is not a pairs-tui store (it has tables app_posts, app_users): pass another --db",
+    ),
+    (
+        "a store with another application's tables",
+        "export btcusdt ethusdt --what bars -o x.csv --db mixed.db",
+        "mixed.db is not a pairs-tui store (it has table notes): pass another --db",
+    ),
+    (
+        "a rule too long once written out",
+        "watch btcusdt ethusdt --no-feed --duration 1 --db ticks.db --alert '"
+        + " and ".join(["z>1e15"] * 16)
+        + "'",
+        "the rule is 395 characters long, more than the 300 a stored rule may have: shorten it",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "args", "says"), FOREIGN_ROWS, ids=[r[0] for r in FOREIGN_ROWS])
+def test_hostile_input_row(workdir, isolated_home, what, args, says):
+    if any(row[1] == args for row in ROWS):
+        pytest.skip("the README's table has this row")
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in workdir.glob("*.db")}
+    done = subprocess.run(
+        pairs_tui_cmd(*shlex.split(args)),
+        cwd=workdir,
+        env=cli_env(isolated_home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("pairs-tui: error: "), done.stderr
+    assert says in lines[0], lines[0]
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in workdir.glob("*.db")}
+    assert after == digests
+    assert sorted(p.name for p in workdir.iterdir() if "-wal" in p.name or "-shm" in p.name) == []

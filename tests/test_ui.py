@@ -255,7 +255,7 @@ async def test_export_into_a_missing_directory_says_so(db_path, tmp_path):
         await pilot.press("e")
         await wait_until(lambda: any(n.title == "export failed" for n in app._notifications), 10)
         note = next(n for n in app._notifications if n.title == "export failed")
-        assert "nope" in note.message and "no such directory" in note.message
+        assert note.message == f"no directory {tmp_path / 'nope'}: create it first"
         await pilot.press("q")
 
 

@@ -56,6 +56,7 @@ from pairs_tui.ui.widgets import (
 WINDOW_STEP = 5
 LOOKBACK_STEP = 100
 Z_THRESHOLDS = (2.0, -2.0)
+Z_TICK_STEPS = (0.5, 1.0, 2.0)  # whole or half units, each dividing 2: the lines sit on ticks
 CHARTS = ("prices", "spread", "zscore", "corr")
 NARROW = (100, 30)  # below either: stacked charts, short stats
 TOO_SMALL = (40, 12)
@@ -63,11 +64,16 @@ STALE_AFTER_S = 10.0  # connected, yet no trade for this long: say so
 ALERT_LOG = 50  # firings kept in the log panel
 
 
-def chart_specs(snapshot: PairSnapshot, cursor: int | None = None) -> dict[str, ChartSpec]:
-    """What each chart draws, from one snapshot."""
+def chart_specs(
+    snapshot: PairSnapshot, cursor: int | None = None, *, lean: bool = False
+) -> dict[str, ChartSpec]:
+    """What each chart draws, from one snapshot. Lean charts are monochrome: the two
+    price lines differ by marker, and the title says which is which."""
     s = snapshot.series
     view = snapshot.view
+    bar_s = view.tf_us / 1e6
     ts = s.ts_us
+    a_mark, b_mark = ("+", "x") if lean else ("cyan", "magenta")
     norm_a = s.close_a / s.close_a[0] * 100 if len(ts) else s.close_a
     norm_b = s.close_b / s.close_b[0] * 100 if len(ts) else s.close_b
     summary = snapshot.summary
@@ -78,10 +84,14 @@ def chart_specs(snapshot: PairSnapshot, cursor: int | None = None) -> dict[str, 
         bands += ((m + 2 * sd, "red"), (m - 2 * sd, "red"))
     return {
         "prices": ChartSpec(
-            f"prices, 100 = start ({view.symbol_a} cyan, {view.symbol_b} magenta)",
+            f"prices, 100 = start ({view.symbol_a} {a_mark}, {view.symbol_b} {b_mark})",
             ts,
-            (Line(norm_a, view.symbol_a, "cyan"), Line(norm_b, view.symbol_b, "magenta")),
+            (
+                Line(norm_a, view.symbol_a, "cyan", marker="+"),
+                Line(norm_b, view.symbol_b, "magenta", marker="x"),
+            ),
             cursor=cursor,
+            bar_s=bar_s,
         ),
         "spread": ChartSpec(
             "spread, mean, ±1 sd, ±2 sd",
@@ -90,6 +100,7 @@ def chart_specs(snapshot: PairSnapshot, cursor: int | None = None) -> dict[str, 
             bands,
             cursor,
             needs=MIN_OLS_BARS,
+            bar_s=bar_s,
         ),
         "zscore": ChartSpec(
             f"z-score (W={view.window})",
@@ -98,13 +109,17 @@ def chart_specs(snapshot: PairSnapshot, cursor: int | None = None) -> dict[str, 
             tuple((t, "red") for t in Z_THRESHOLDS),
             cursor,
             needs=view.window + 1,
+            steps=Z_TICK_STEPS,
+            bar_s=bar_s,
         ),
-        "corr": ChartSpec(
+        "corr": ChartSpec(  # the bottom chart in every layout: it says UTC
             f"rolling correlation of returns (W={view.window})",
             ts,
             (Line(s.corr, "corr", "blue"),),
             cursor=cursor,
             needs=view.window + 2,  # W returns need W + 1 bars
+            bar_s=bar_s,
+            utc=True,
         ),
     }
 
@@ -114,9 +129,13 @@ def feed_text(label: str | None, stats: FeedStats | None, rate: float, now: floa
     if label is None or stats is None:
         return "no feed (viewing the store)"
     state = stats.state.value
+    last = max((s.last_trade_us or 0 for s in stats.symbols), default=0)
     if stats.state is FeedState.RECONNECTING and stats.retry_at is not None:
         state = f"reconnecting in {max(0.0, stats.retry_at - now):.0f}s"
-    last = max((s.last_trade_us or 0 for s in stats.symbols), default=0)
+        if stats.last_error:
+            state += f" ({printable(stats.last_error)})"
+        if label == "live" and not last:  # never a trade: likely no way to Binance
+            state += " - no network? try --demo"
     if stats.state is FeedState.CONNECTED and last:
         quiet = time.time() - last / 1e6
         if quiet > STALE_AFTER_S:
@@ -141,6 +160,10 @@ class PairsApp(App[int]):
     TITLE = "pairs-tui"
     COMMANDS = App.COMMANDS | {PairCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
+        # a newcomer's keys first: a narrow footer keeps them (the rest are on the ? screen)
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("e", "export", "Export", id="export"),
         Binding("1", "timeframe('1s')", "1s", id="timeframe-1s"),
         Binding("2", "timeframe('1m')", "1m", id="timeframe-1m"),
         Binding("3", "timeframe('5m')", "5m", id="timeframe-5m"),
@@ -152,9 +175,6 @@ class PairsApp(App[int]):
         Binding("left", "cursor(-1)", "◀", id="cursor-left"),
         Binding("right", "cursor(1)", "▶", id="cursor-right"),
         Binding("escape", "live", "Live", id="live"),
-        Binding("e", "export", "Export", id="export"),
-        Binding("question_mark", "help", "Help", id="help"),
-        Binding("q", "quit", "Quit", id="quit"),
     ]
     HELP: ClassVar[list[tuple[str, str]]] = [
         ("1 2 3", "timeframe 1s / 1m / 5m"),
@@ -341,7 +361,7 @@ class PairsApp(App[int]):
         """The charts whose fingerprint changed, rendered; each chart draws as soon as it
         has two points (prices before the z-score, which needs W + 1 bars)."""
         out: dict[str, tuple[object, Text | str]] = {}
-        for name, spec in chart_specs(snapshot, cursor).items():
+        for name, spec in chart_specs(snapshot, cursor, lean=lean).items():
             size = sizes[name]
             waiting = waiting_for(spec)
             fp = waiting or fingerprint(spec, size.width, size.height, mono=lean)
@@ -419,13 +439,11 @@ class PairsApp(App[int]):
         await self._change_view(timeframe=timeframe)
 
     async def action_window(self, direction: int) -> None:
-        await self.action_set_window(max(2, self.session.view.window + direction * WINDOW_STEP))
+        """A step past what a view can be is refused, with the palette's message."""
+        await self.action_set_window(self.session.view.window + direction * WINDOW_STEP)
 
     async def action_lookback(self, direction: int) -> None:
-        view = self.session.view
-        await self.action_set_lookback(
-            max(view.window + 2, view.lookback + direction * LOOKBACK_STEP)
-        )
+        await self.action_set_lookback(self.session.view.lookback + direction * LOOKBACK_STEP)
 
     async def action_set_window(self, window: int) -> None:
         await self._change_view(window=window)
@@ -531,23 +549,22 @@ class PairsApp(App[int]):
 
     # -- keys: export and quit --------------------------------------------------------
     def action_export(self) -> None:
-        self._export(self.export_dir or Path.cwd(), ("bars", "analytics"), into_dir=True)
+        self._export(f"{self.export_dir or Path.cwd()}{os.sep}", ("bars", "analytics"))
 
     def action_export_to(self, what: str, path: str) -> None:
-        target = Path(path)
-        self._export(target, (what,), into_dir=target.is_dir())
+        self._export(path, (what,))
 
     @work(group="export", exit_on_error=False)
-    async def _export(self, target: Path, whats: tuple[str, ...], *, into_dir: bool) -> None:
+    async def _export(self, target: str, whats: tuple[str, ...]) -> None:
         """Runs beside the clock: the export reads the store, the screen goes on."""
         try:
-            written = await self.session.export(target, whats, into_dir=into_dir)
-        except OSError as exc:  # unwritable or missing directory: say so, go on
+            written = await self.session.export(target, whats)
+        except OSError as exc:  # an unwritable directory: say so, go on
             where = exc.filename or target
             why = exc.strerror or str(exc)
             self.say(f"cannot write {where}: {why}", title="export failed", severity="error")
             return
-        except Exception as exc:  # nothing stored yet for this view, say
+        except Exception as exc:  # a missing directory, nothing stored yet for this view
             self.say(str(exc), title="export failed", severity="error")
             return
         self.say("\n".join(str(p) for p in written), title="exported", timeout=8)

@@ -7,6 +7,7 @@ numeric with a few hand-set UTC labels (date strings cost plotext far more).
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,11 +20,15 @@ _LOCK = threading.Lock()
 COMPACT_BELOW = 12  # rows: shorter charts are drawn without a frame
 
 
+NICE_STEPS = (1.0, 2.0, 2.5, 5.0)  # tick steps, times a power of ten
+
+
 @dataclass(frozen=True)
 class Line:
     y: np.ndarray
     label: str = ""
     color: str = "cyan"
+    marker: str = "hd"  # lean (monochrome) charts tell lines apart by their marker
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,39 @@ class ChartSpec:
     hlines: tuple[tuple[float, str], ...] = field(default_factory=tuple)  # (y, color)
     cursor: int | None = None  # the bar under the inspection cursor
     needs: int = 2  # bars before there are two points to draw
+    steps: tuple[float, ...] = ()  # allowed y tick steps; empty: 1, 2, 2.5, 5 x 10^k
+    bar_s: float = 0.0  # seconds a bar spans, for the wait estimate
+    utc: bool = False  # say once that the times are UTC
+
+
+def ticks(lo: float, hi: float, most: int, steps: tuple[float, ...] = ()) -> np.ndarray:
+    """Round y ticks covering [lo, hi], at most `most` of them (at least three): the
+    outermost are the axis limits, so every tick sits on a row of its own value."""
+    if not hi > lo:
+        lo, hi = lo - 1.0, hi + 1.0
+    most = max(3, most)  # a range across zero needs three to stay round
+    if steps:
+        candidates = list(steps)
+    else:
+        decade = 10.0 ** math.floor(math.log10((hi - lo) / most))
+        candidates = [m * decade * 10**k for k in range(0, 3) for m in NICE_STEPS]
+    for step in candidates:
+        first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+        if last - first + 1 <= most:
+            return np.arange(first, last + 1) * step
+    # no allowed step fits: the ends, and the largest step either side of zero
+    step = candidates[-1]
+    ends = (math.floor(lo / step) * step, math.ceil(hi / step) * step)
+    return np.unique([*ends, *(v for v in (-step, 0.0, step) if ends[0] <= v <= ends[1])])
+
+
+def tick_label(value: float, step: float) -> str:
+    """As many decimals as the step needs, and never a `-0`."""
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    if round(step * 10**decimals) != step * 10**decimals:  # 2.5, 0.25: one more
+        decimals += 1
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _labels(ts_us: np.ndarray, count: int = 4) -> tuple[list[float], list[str]]:
@@ -50,12 +88,27 @@ def _step(spec: ChartSpec, width: int) -> int:
 
 
 def waiting_for(spec: ChartSpec) -> str | None:
-    """Why the chart cannot be drawn yet (fewer than two points), or None."""
+    """Why the chart cannot be drawn yet (fewer than two points), under its title, with
+    how long the wait is at this bar size; or None."""
     if any(np.isfinite(line.y).sum() >= 2 for line in spec.lines):
         return None
-    if len(spec.ts_us) < spec.needs:
-        return f"Collecting data: {len(spec.ts_us)} / {spec.needs} bars"
-    return "Collecting data: prices have not moved yet"
+    have = len(spec.ts_us)
+    if have >= spec.needs:
+        return f"{spec.title}\nCollecting data: prices have not moved yet"
+    text = f"{spec.title}\nCollecting data: {have} / {spec.needs} bars"
+    if spec.bar_s:
+        text += f", about {_duration((spec.needs - have) * spec.bar_s)}"
+        if spec.bar_s > 1 and (spec.needs - have) * spec.bar_s > 60:
+            text += " - press 1 for 1 s bars"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def fingerprint(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> tuple:
@@ -87,6 +140,19 @@ def fingerprint(spec: ChartSpec, width: int, height: int, *, mono: bool = False)
     )
 
 
+def _y_axis(spec: ChartSpec, rows: int) -> None:
+    """Round ticks at most every other row, the axis from the lowest to the highest."""
+    values = [line.y[np.isfinite(line.y)] for line in spec.lines]
+    values.append(np.asarray([y for y, _ in spec.hlines if np.isfinite(y)], dtype=float))
+    finite = np.concatenate(values)
+    if not finite.size:
+        return
+    marks = ticks(float(finite.min()), float(finite.max()), rows // 2 + 1, spec.steps)
+    step = float(np.diff(marks).min())
+    plt.ylim(float(marks[0]), float(marks[-1]))
+    plt.yticks(marks.tolist(), [tick_label(v, step) for v in marks])
+
+
 def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> Text:
     """The chart as rich Text of exactly `height` lines (or less if there is no room).
 
@@ -114,7 +180,9 @@ def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> T
                     y[ok].tolist(),
                     label=line.label if legend else None,
                     color=None if mono else line.color,
+                    marker=line.marker if mono else "hd",
                 )
+        _y_axis(spec, height - 1 - (1 if height < COMPACT_BELOW else 2))
         for y, color in spec.hlines:
             if np.isfinite(y):
                 plt.hline(float(y), None if mono else color)
@@ -124,6 +192,8 @@ def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> T
             plt.xlim(0, len(spec.ts_us) - 1)
         positions, names = _labels(spec.ts_us)
         if positions:
+            if spec.utc:
+                names[-1] += " UTC"
             plt.xticks(positions, names)
         text = plt.build()
     title = Text(spec.title[:width].center(width), style="bold")

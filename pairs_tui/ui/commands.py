@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from pairs_tui.alerts import AlertRule, RuleError, parse_rule
 from pairs_tui.bars import TIMEFRAMES
 from pairs_tui.model import SymbolError, normalise_symbols
+from pairs_tui.session import export_target
 
 REFRESH_RANGE = (0.25, 5.0)
 
@@ -206,21 +206,20 @@ def _export(args: list[str]) -> Suggestion:
     what = args[0].lower()
     if what not in ("bars", "analytics") or len(args) != 2:
         return _wrong(f"export: {' '.join(args)}", "type export bars PATH or export analytics PATH")
-    path = Path(args[1]).expanduser()
-    if path.is_dir():
+    try:
+        path, into_dir = export_target(args[1])
+    except ValueError as exc:
+        return _wrong(f"export: {what} CSV to {args[1]}", str(exc))
+    if into_dir:
         return Suggestion(
             f"export: {what} CSV into {path}",
             "a new file named after the view",
-            f"export_to({what!r}, {str(path)!r})",
-        )
-    if not path.parent.is_dir():
-        return _wrong(
-            f"export: {what} CSV to {path}", f"no directory {path.parent}: create it first"
+            f"export_to({what!r}, {args[1]!r})",
         )
     return Suggestion(
         f"export: {what} CSV to {path}",
         "with its .meta.json sidecar",
-        f"export_to({what!r}, {str(path)!r})",
+        f"export_to({what!r}, {args[1]!r})",
     )
 
 

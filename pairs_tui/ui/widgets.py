@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from pairs_tui.alerts import AlertRule, value_text
-from pairs_tui.analytics import PairSeries, Summary
+from pairs_tui.analytics import MIN_TEST_BARS, PairSeries, Summary
 from pairs_tui.model import AlertEvent
 
 
@@ -102,17 +102,26 @@ def _glance_table(glances: tuple[Summary, ...]) -> Table:
     return table
 
 
+def provisional(s: Summary) -> bool:
+    """A hedge ratio from fewer bars than the tests need moves a lot: shown, but dimmed."""
+    return s.beta is not None and s.n_bars < MIN_TEST_BARS
+
+
+def _fit(value: float | None, s: Summary, spec: str = ".4g") -> Text:
+    return Text(_fmt(value, spec), style="dim" if provisional(s) else "")
+
+
 def stats_table(s: Summary, glances: tuple[Summary, ...] = ()) -> Group:
     """The numbers a trader quotes, with missing ones shown as '-', never guessed."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold")
     table.add_column(justify="right")
-    rows = [
+    rows: list[tuple[str, str | Text]] = [
         (f"{s.symbol_a}", _fmt(s.price_a, ",.8g")),
         (f"{s.symbol_b}", _fmt(s.price_b, ",.8g")),
-        ("beta", _fmt(s.beta)),
-        ("alpha", _fmt(s.alpha)),
-        ("R²", _fmt(s.r2, ".3f")),
+        ("beta", _fit(s.beta, s)),
+        ("alpha", _fit(s.alpha, s)),
+        ("R²", _fit(s.r2, s, ".3f")),
         ("spread", _fmt(s.spread, ".3e")),
         ("z-score", _fmt(s.zscore, "+.2f")),
         ("corr", _fmt(s.corr, "+.3f")),
@@ -125,6 +134,8 @@ def stats_table(s: Summary, glances: tuple[Summary, ...] = ()) -> Group:
     for name, value in rows:
         table.add_row(name, value)
     notes = [Text(s.reason, style="yellow")] if s.reason else []
+    if provisional(s):
+        notes.append(Text(f"beta, alpha, R² provisional: {s.n_bars} / {MIN_TEST_BARS} bars"))
     parts = [table, *notes, Text(conventions(s), style="dim")]
     if glances:
         parts += [Text(""), _glance_table(glances)]
@@ -137,7 +148,7 @@ def short_stats(s: Summary) -> Text:
     eg = f"EG p {_fmt(s.eg_pvalue, '.3f')} {s.verdict or ''}".rstrip()
     lines = [
         f"{s.symbol_a} {_fmt(s.price_a, ',.8g')}  {s.symbol_b} {_fmt(s.price_b, ',.8g')}  "
-        f"beta {_fmt(s.beta)}  R² {_fmt(s.r2, '.3f')}",
+        f"beta {'~' if provisional(s) else ''}{_fmt(s.beta)}  R² {_fmt(s.r2, '.3f')}",
         f"z {_fmt(s.zscore, '+.2f')}  corr {_fmt(s.corr, '+.3f')}  spread {_fmt(s.spread, '.3e')}"
         f"  {eg}",
         f"ADF p {_fmt(s.adf_pvalue, '.3f')}  half-life {_half_life(s)}  "

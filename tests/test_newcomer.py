@@ -1,0 +1,162 @@
+"""What a newcomer meets first: the demo in a store of its own that a live feed never
+writes into, charts that say what they wait for, keys that refuse an impossible view in
+words, a footer that keeps the keys that matter at 80 columns, a header that says why
+there is no feed, and exports that never invent a file for a missing directory."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import subprocess
+
+from conftest import cli_env, pairs_tui_cmd, store_tape, wait_until
+from test_ui import chart, drawn, make_app, on_screen, palette, replayed, text
+from textual.widgets._footer import FooterKey
+
+from pairs_tui.engine import PairView
+from pairs_tui.feed.binance import FeedOptions
+from pairs_tui.session import Session, SessionPlan
+from pairs_tui.store import StoreError, TickStore
+from pairs_tui.ui.app import PairsApp
+from pairs_tui.ui.commands import interpret
+from pairs_tui.ui.widgets import StatsPanel, StatusLine
+
+
+def run(home, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        pairs_tui_cmd(*args), env=cli_env(home), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_demo_records_into_its_own_store(isolated_home):
+    done = run(isolated_home, "record", "btcusdt", "ethusdt", "--demo", "--duration", "1")
+    assert done.returncode == 0, done.stderr
+    data = isolated_home / "data" / "pairs-tui"
+    assert (data / "demo.db").is_file() and not (data / "ticks.db").exists()
+    assert "demo.db" in done.stdout
+    with sqlite3.connect(data / "demo.db") as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'source'").fetchone() == ("demo",)
+
+
+def test_a_live_feed_never_writes_into_a_demo_store_nor_the_reverse(tmp_path, isolated_home):
+    demo = tmp_path / "d.db"
+    done = run(isolated_home, "record", "btcusdt", "--demo", "--db", str(demo), "--duration", "1")
+    assert done.returncode == 0, done.stderr
+    for argv in (
+        ("record", "btcusdt", "--db", str(demo), "--ws-url", "ws://127.0.0.1:9"),
+        ("btcusdt", "ethusdt", "--db", str(demo)),
+        ("watch", "btcusdt", "ethusdt", "--alert", "z > 9", "--db", str(demo)),
+    ):
+        done = run(isolated_home, *argv)
+        assert done.returncode == 2, argv
+        assert done.stderr == (
+            f"pairs-tui: error: {demo} holds demo trades: a live feed does not write into"
+            " it; use another --db\n"
+        )
+    live = tmp_path / "l.db"
+    asyncio.run(store_tape(live, 5))  # trades of a store from before sources were kept
+    done = run(isolated_home, "record", "btcusdt", "--demo", "--db", str(live), "--duration", "1")
+    assert done.returncode == 2
+    assert "holds live trades: a demo feed does not write into it; use --db demo.db" in done.stderr
+
+
+async def test_the_source_is_claimed_once_per_store(tmp_path):
+    async with await TickStore.open(tmp_path / "s.db") as store:
+        await store.claim("demo")
+        await store.claim("demo")  # the same source again: fine
+        try:
+            await store.claim("live")
+        except StoreError as exc:
+            assert "holds demo trades" in str(exc)
+        else:
+            raise AssertionError("a live feed was let into a demo store")
+
+
+async def test_placeholders_say_what_they_wait_for_and_how_long(db_path):
+    app = make_app(db_path, window=20, lookback=600, timeframe="1m")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: app.snapshot is not None, 10)
+        await pilot.pause(0.3)
+        z = chart(app, "zscore")
+        assert z.startswith("z-score (W=20)\nCollecting data: ")
+        assert re.search(r"/ 21 bars, about (19|20|21) min - press 1 for 1 s bars$", z), z
+        await pilot.press("q")
+
+
+async def test_beta_from_few_bars_is_marked_provisional(db_path):
+    app = make_app(db_path)  # the demo feed from an empty store, 1s bars
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: drawn(app) and app.snapshot.summary.beta is not None, 10)
+        await pilot.pause(0.3)
+        panel = " ".join(on_screen(app.screen.query_one(StatsPanel)).split())
+        bars = app.snapshot.summary.n_bars
+        assert bars < 30 and f"beta, alpha, R² provisional: {bars} / 30 bars" in panel, panel
+        await pilot.press("q")
+
+
+async def test_lean_charts_tell_the_two_prices_apart(db_path):
+    app = await replayed(db_path, lean=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: drawn(app, 10), 10)
+        await pilot.pause(0.5)
+        prices = on_screen(app.screen.query_one("#prices"))
+        assert "prices, 100 = start (BTCUSDT +, ETHUSDT x)" in prices
+        body = prices.split("\n", 1)[1]
+        assert "+" in body and "x" in body  # each line drawn with its own marker
+        await pilot.press("q")
+
+
+async def test_the_footer_at_80_columns_keeps_the_keys_a_newcomer_needs(db_path):
+    app = make_app(db_path, feed=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        seen = [k for k in app.screen.query(FooterKey) if k.region.width and k.region.right <= 80]
+        footer = " ".join(" ".join(on_screen(k).split()) for k in seen)
+        for shown in ("? Help", "q Quit", "e Export", "^p"):
+            assert shown in footer, footer
+        await pilot.press("q")
+
+
+async def test_keys_refuse_an_impossible_view_with_the_palettes_words(db_path):
+    app = make_app(db_path, feed=False, window=2, lookback=4)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press("left_square_bracket")  # W 2 - 5
+        await pilot.press("minus")  # L 4 - 100
+        await pilot.pause(0.3)
+        assert app.session.view.window == 2 and app.session.view.lookback == 4
+        said = [n.message for n in app._notifications]
+        assert "window must be at least 2 bars, got -3" in said
+        assert "lookback must be at least window + 2 = 4 bars, got -96" in said
+        await pilot.press("q")
+
+
+async def test_the_header_says_why_there_is_no_feed(db_path):
+    nowhere = FeedOptions(ws_url="ws://127.0.0.1:9", backoff_max=1)  # nothing listens
+    plan = SessionPlan(PairView("BTCUSDT", "ETHUSDT", "1s", 3, 40), db_path, nowhere)
+    app = PairsApp(Session(plan), refresh_every=0.25)
+    async with app.run_test(size=(200, 40)) as pilot:
+        await wait_until(lambda: "reconnecting" in text(app, StatusLine), 10)
+        header = text(app, StatusLine)
+        assert "live reconnecting in" in header
+        assert "Connect call failed" in header and "no network? try --demo" in header
+        await pilot.press("q")
+
+
+async def test_the_palette_never_exports_into_a_mistyped_directory(db_path, tmp_path):
+    typed = f"export bars {tmp_path}/missing-dir/"
+    [hit] = interpret(typed, ())
+    assert hit.action is None  # nothing to run: the hit explains
+    assert hit.help == f"no directory {tmp_path}/missing-dir: create it first"
+    [good] = interpret(f"export bars {tmp_path}/", ())
+    assert good.action is not None and "into" in good.title
+    app = await replayed(db_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: drawn(app), 10)
+        await palette(pilot, typed)
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        assert not (tmp_path / "missing-dir").exists()
+        assert list(tmp_path.glob("*.csv")) == []
+        await pilot.press("escape", "q")
