@@ -389,6 +389,10 @@ def cockpit(
         raise Crashed(app.crash, app.crash_report())
     if app.session.failure is not None:
         raise app.session.failure
+    if (stats := app.session.feed_stats()) is not None:
+        from pairs_tui.record import stopped_line
+
+        click.echo(printable(stopped_line(stats, db_path)))
     sys.exit(app.return_code or 0)
 
 

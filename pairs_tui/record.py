@@ -65,6 +65,15 @@ def format_status(stats: FeedStats, rates: dict[str, float], now_us: int, now: f
     return " | ".join(parts)
 
 
+def stopped_line(stats: FeedStats, db_path: Path) -> str:
+    """What a recording leaves behind, said when it stops (record and the cockpit)."""
+    stored = ", ".join(f"{s.symbol} {s.stored:,}" for s in stats.symbols)
+    return (
+        f"stopped: trades stored {stored} in {db_path}; reconnects {stats.reconnects},"
+        f" gaps {stats.gaps}, duplicates {stats.duplicates}, malformed {stats.malformed}"
+    )
+
+
 class StatusPrinter:
     """Keeps the rates and decides how the status reaches the user."""
 
@@ -157,11 +166,7 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None
                 loop.remove_signal_handler(sig)
         stats = ingest.stats()
         printer.close()
-        stored = ", ".join(f"{s.symbol} {s.stored:,}" for s in stats.symbols)
-        printer.event(
-            f"stopped: trades stored {stored} in {plan.db_path}; reconnects {stats.reconnects},"
-            f" gaps {stats.gaps}, malformed {stats.malformed}"
-        )
+        printer.event(stopped_line(stats, plan.db_path))
         return stats
     finally:
         if server is not None:

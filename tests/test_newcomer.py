@@ -160,3 +160,13 @@ async def test_the_palette_never_exports_into_a_mistyped_directory(db_path, tmp_
         assert not (tmp_path / "missing-dir").exists()
         assert list(tmp_path.glob("*.csv")) == []
         await pilot.press("escape", "q")
+
+
+async def test_help_shows_where_the_trades_go(db_path):
+    app = make_app(db_path)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause(0.3)
+        shown = " ".join(on_screen(app.screen.query_one("#help")).split())
+        assert f"store {db_path} (demo trades are recorded" in shown
+        await pilot.press("escape", "q")

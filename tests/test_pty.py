@@ -106,6 +106,17 @@ def test_stop_exits_0_with_the_store_flushed(cockpit, stop):
     assert_store_flushed(db)
 
 
+def test_quit_says_what_was_recorded_and_where(cockpit):
+    term, db = cockpit
+    wait_ready(term)
+    term.send("q")
+    assert term.wait_exit(EXIT_WITHIN) == 0, term.dump()
+    said = re.search(
+        r"stopped: trades stored BTCUSDT [\d,]+, ETHUSDT [\d,]+ in (\S+);", term.transcript()
+    )
+    assert said and said[1] == str(db), term.transcript()[-2000:]
+
+
 def test_terminal_hang_up_exits_0_with_the_store_flushed(cockpit):
     """The terminal itself goes away (sshd or the emulator closes the pty master): the
     kernel sends SIGHUP and every later write to the tty fails."""

@@ -359,7 +359,7 @@ async def test_help_lists_every_key(db_path):
         await pilot.pause(0.2)
         assert isinstance(app.screen, HelpScreen)
         shown = on_screen(app.screen.query_one("#help"))
-        for key, _ in PairsApp.HELP:
+        for key, _ in PairsApp.KEYS_HELP:
             assert key in shown
         assert "view: pair A B" in shown and "alerts: add a rule" in shown
         await pilot.press("escape")

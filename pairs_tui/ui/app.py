@@ -176,7 +176,7 @@ class PairsApp(App[int]):
         Binding("right", "cursor(1)", "▶", id="cursor-right"),
         Binding("escape", "live", "Live", id="live"),
     ]
-    HELP: ClassVar[list[tuple[str, str]]] = [
+    KEYS_HELP: ClassVar[list[tuple[str, str]]] = [  # not HELP: Textual's own, a str
         ("1 2 3", "timeframe 1s / 1m / 5m"),
         ("[ ]", f"window W -/+ {WINDOW_STEP} bars"),
         ("- +", f"lookback L -/+ {LOOKBACK_STEP} bars"),
@@ -512,7 +512,11 @@ class PairsApp(App[int]):
         self.theme = name
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.HELP))
+        session = self.session
+        store = printable(str(session.plan.db_path))
+        if session.feed_label:
+            store += f"  ({session.feed_label} trades are recorded here)"
+        self.push_screen(HelpScreen(self.KEYS_HELP, store))
 
     # -- alerts (from the palette) ----------------------------------------------------
     async def action_add_alert(self, text: str) -> None:
