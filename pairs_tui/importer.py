@@ -4,17 +4,19 @@ Spot and futures `trades` (id,price,qty,quote_qty,time,is_buyer_maker[,is_best_m
 and `aggTrades` (agg_id,price,qty,first_id,last_id,time,is_buyer_maker[,is_best_match])
 as `.csv` or the downloaded `.zip`, with or without a header, times in ms or µs.
 
-A file is read in chunks of lines (memory stays bounded for multi-GB files), parsed by
-polars, and inserted in one transaction per file: a bad row rolls the whole file back
-and is reported with its line number. Skipping rows whose key exists makes a re-import add nothing.
+A file is read in chunks of lines (memory stays bounded for multi-GB files and for
+lines of any length: a line longer than `MAX_LINE_CHARS` is a bad row), parsed by polars,
+checked by the rule the live feed uses (`model.check_trade`), and inserted in one
+transaction per file: a bad row rolls the whole file back and is reported with its line
+number. Skipping rows whose key exists makes a re-import add nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
-import math
 import re
 import sys
 import time
@@ -29,20 +31,46 @@ from typing import TextIO
 
 import polars as pl
 
-from pairs_tui.model import StreamKind, SymbolError, normalise_symbols
+from pairs_tui.model import (
+    DECIMAL_PATTERN,
+    EARLIEST_TRADE_US,
+    MICROS_THRESHOLD,
+    NONZERO_PATTERN,
+    StreamKind,
+    SymbolError,
+    check_trade,
+    clip,
+    latest_trade_us,
+    normalise_symbols,
+    printable,
+)
 from pairs_tui.store import ImportRow, TickStore
 
-CHUNK_LINES = 200_000
+CHUNK_LINES = 200_000  # lines parsed and inserted at a time ...
+CHUNK_CHARS = 32 << 20  # ... or fewer, when they hold this many characters
+MAX_LINE_CHARS = 4096  # a trades row is under 100; a longer line is a bad row
+_READ_LINES = 256  # lines read between two looks at their length: at most 1 MiB
 _NAME = re.compile(r"^([A-Za-z0-9]+)-(trades|aggTrades)-", re.IGNORECASE)
 _BOOLS = {"true": True, "false": False}
-_MICROS = 10**15
-# Times must be ms or µs since the epoch, from 2009 (before Bitcoin) to 2100: seconds and
-# nanoseconds would otherwise be misread.
-_EARLIEST_MS, _LATEST_MS = 1_230_768_000_000, 4_102_444_800_000
+_DECIMAL = f"^(?:{DECIMAL_PATTERN})$"
 
 
 class DumpError(ValueError):
     """A file that cannot be imported; the message names the file (and line)."""
+
+
+# What reading one file can raise besides DumpError: a zip broken midway, bytes that are
+# not UTF-8, a CSV field over the csv module's limit, a disk error. Each is reported with
+# the file's name; the other files go on.
+READ_ERRORS = (
+    csv.Error,
+    UnicodeError,
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    pl.exceptions.PolarsError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +120,11 @@ def open_text(path: Path) -> Iterator[tuple[TextIO, int]]:
             members = [i for i in archive.infolist() if i.filename.lower().endswith(".csv")]
             if len(members) != 1:
                 raise DumpError(f"{path}: expected one .csv inside, found {len(members)}")
-            with archive.open(members[0]) as raw:
+            try:
+                raw = archive.open(members[0])
+            except (RuntimeError, NotImplementedError) as exc:  # encrypted, unknown method
+                raise DumpError(f"{path}: cannot read the zip: {exc}") from None
+            with raw:
                 yield io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), members[0].file_size
     else:
         with path.open(encoding="utf-8-sig", newline="") as fh:
@@ -101,10 +133,14 @@ def open_text(path: Path) -> Iterator[tuple[TextIO, int]]:
 
 def _sniff_kind(path: Path) -> StreamKind:
     """Without a telling name: trades have a boolean in column 6, aggTrades an id."""
-    with open_text(path) as (fh, _):
-        for row in islice(csv.reader(fh), 2):
+    try:
+        with open_text(path) as (fh, _):
+            head = [fh.readline(MAX_LINE_CHARS + 2) for _ in range(2)]
+        for row in csv.reader(line for line in head if len(line) <= MAX_LINE_CHARS + 1):
             if len(row) >= 6 and row[0].strip().lstrip("-").isdigit():
                 return StreamKind.TRADE if row[5].lower() in _BOOLS else StreamKind.AGG_TRADE
+    except READ_ERRORS as exc:
+        raise DumpError(f"{path}: {clip(str(exc))}") from None
     raise DumpError(f"{path}: cannot tell trades from aggTrades; name it like Binance does")
 
 
@@ -116,7 +152,11 @@ def _columns(kind: StreamKind) -> tuple[int, int, int, int, int, tuple[int, ...]
 
 
 def parse_chunk(lines: list[str], first_line: int, dump: DumpFile, series: int) -> list[ImportRow]:
-    """Validate and convert CSV lines; raise DumpError naming the first bad line."""
+    """Validate and convert CSV lines; raise DumpError naming the first bad line.
+
+    Polars screens the whole chunk with the rule of `check_trade` (the same pattern and
+    bounds, as column expressions); `check_trade` itself judges the rows it flags and says
+    what is wrong with the first bad one."""
     i_id, i_price, i_qty, i_time, i_maker, widths = _columns(dump.kind)
     try:
         frame = pl.read_csv(
@@ -131,45 +171,41 @@ def parse_chunk(lines: list[str], first_line: int, dump: DumpFile, series: int) 
         _find_bad_line(lines, first_line, dump, widths)
         raise DumpError(f"{dump.path}: line {first_line}: unexpected columns")
     cols = frame.columns
-    price_text = pl.col(cols[i_price]).str.strip_chars()
-    qty_text = pl.col(cols[i_qty]).str.strip_chars()
+    time_raw = pl.col(cols[i_time]).str.strip_chars().cast(pl.Int64, strict=False)
     parsed = frame.select(
         pl.col(cols[i_id]).str.strip_chars().cast(pl.Int64, strict=False).alias("id"),
-        pl.col(cols[i_time]).str.strip_chars().cast(pl.Int64, strict=False).alias("time"),
-        price_text.alias("price"),
-        qty_text.alias("qty"),
-        price_text.cast(pl.Float64, strict=False).alias("price_f"),
-        qty_text.cast(pl.Float64, strict=False).alias("qty_f"),
+        pl.when(time_raw >= MICROS_THRESHOLD)
+        .then(time_raw)
+        .when(time_raw >= 0)  # a negative time stays null: never multiplied past int64
+        .then(time_raw * 1000)
+        .alias("ts_us"),
+        pl.col(cols[i_price]).str.strip_chars().alias("price"),
+        pl.col(cols[i_qty]).str.strip_chars().alias("qty"),
         pl.col(cols[i_maker]).str.strip_chars().str.to_lowercase().alias("maker"),
     )
-    bad = parsed.with_row_index("row").filter(
-        pl.col("id").is_null()
-        | pl.col("time").is_null()
-        | pl.col("price_f").is_null()
-        | ~(pl.col("price_f") > 0)
-        | ~pl.col("price_f").is_finite()
-        | ~pl.col("qty_f").is_finite()
-        | ~(
-            pl.col("time").is_between(_EARLIEST_MS, _LATEST_MS)
-            | pl.col("time").is_between(_EARLIEST_MS * 1000, _LATEST_MS * 1000)
-        )
-        | pl.col("qty_f").is_null()
-        | ~(pl.col("qty_f") >= 0)
-        | ~pl.col("maker").is_in(list(_BOOLS)).fill_null(False)
-    )
-    if not bad.is_empty():
-        row = bad.row(0, named=True)
-        raise DumpError(
-            f"{dump.path}: line {first_line + row['row']}: "
-            f"{_why(row)}: {lines[row['row']].strip()!r}"
-        )
+    now_us = time.time_ns() // 1000
+
+    def positive_decimal(column: str) -> pl.Expr:
+        text = pl.col(column)
+        return text.str.contains(_DECIMAL) & text.str.contains(NONZERO_PATTERN)
+
+    ok = (
+        (pl.col("id") >= 0)
+        & pl.col("ts_us").is_between(EARLIEST_TRADE_US, latest_trade_us(now_us))
+        & positive_decimal("price")
+        & positive_decimal("qty")
+        & pl.col("maker").is_in(list(_BOOLS))
+    ).fill_null(False)
+    flagged = parsed.with_row_index("row").filter(~ok)
+    for row in flagged.iter_rows(named=True):
+        why = _why(row, now_us)
+        if why is not None:
+            text = lines[row["row"]].strip()
+            raise DumpError(f"{dump.path}: line {first_line + row['row']}: {why}: {clip(text)!r}")
     out = parsed.select(
         pl.lit(series, dtype=pl.Int64).alias("series"),
         pl.col("id"),
-        pl.when(pl.col("time") >= _MICROS)
-        .then(pl.col("time"))
-        .otherwise(pl.col("time") * 1000)
-        .alias("ts_us"),
+        pl.col("ts_us"),
         pl.col("price"),
         pl.col("qty"),
         (pl.col("maker") == "true").cast(pl.Int64).alias("buyer_maker"),
@@ -177,29 +213,33 @@ def parse_chunk(lines: list[str], first_line: int, dump: DumpFile, series: int) 
     return out.rows()
 
 
-def _why(row: dict) -> str:
-    if row["id"] is None:
-        return "the trade id is not an integer"
-    time = row["time"]
-    if time is None or not (
-        _EARLIEST_MS <= time <= _LATEST_MS or _EARLIEST_MS * 1000 <= time <= _LATEST_MS * 1000
-    ):
-        return "the time is not in milliseconds or microseconds since 1970 (2009-2100)"
-    price, qty = row["price_f"], row["qty_f"]
-    if price is None or not 0 < price < math.inf:
-        return "the price is not a positive number"
-    if qty is None or not 0 <= qty < math.inf:
-        return "the quantity is not a number"
-    return "is_buyer_maker is not true/false"
+def _why(row: dict, now_us: int) -> str | None:
+    """What is wrong with a row the screen flagged: `check_trade`'s verdict, or the flag."""
+    why = check_trade(
+        row["price"] or "",
+        row["qty"] or "",
+        -1 if row["id"] is None else row["id"],
+        -1 if row["ts_us"] is None else row["ts_us"],
+        now_us,
+    )
+    if why is None and row["maker"] not in _BOOLS:
+        return "is_buyer_maker is not true/false"
+    return why
 
 
 def _find_bad_line(lines: list[str], first_line: int, dump: DumpFile, widths) -> None:
-    for offset, row in enumerate(csv.reader(lines)):
-        if len(row) not in widths:
-            raise DumpError(
-                f"{dump.path}: line {first_line + offset}: expected {widths[0]} or "
-                f"{widths[1]} columns for {dump.kind.value}s, found {len(row)}"
-            )
+    reader = csv.reader(lines)
+    start = first_line  # the line the row being read starts on
+    try:
+        for row in reader:
+            if len(row) not in widths:
+                raise DumpError(
+                    f"{dump.path}: line {start}: expected {widths[0]} or {widths[1]} columns"
+                    f" for {dump.kind.value}s, found {len(row)}"
+                )
+            start = first_line + reader.line_num
+    except csv.Error as exc:  # a quote left open, a field over the csv module's limit
+        raise DumpError(f"{dump.path}: line {start}: {exc}") from None
 
 
 def _is_header(line: str) -> bool:
@@ -215,15 +255,46 @@ def _is_header(line: str) -> bool:
     return not any(numeric(field) for field in line.split(","))
 
 
-def chunks(fh: TextIO, size: int = CHUNK_LINES) -> Iterator[tuple[int, list[str], int]]:
-    """(first line number, lines, characters) per chunk, header and blank lines skipped."""
+def read_lines(fh: TextIO, path: Path | str) -> Iterator[list[str]]:
+    """The file's lines in lists of at most `_READ_LINES`, each line read with a bound, so
+    memory stays flat however long a line is; one over `MAX_LINE_CHARS` is an error."""
+    readline = functools.partial(fh.readline, MAX_LINE_CHARS + 2)  # room for \r\n
+    source = iter(readline, "")
+    line_no = 1
+    while lines := list(islice(source, _READ_LINES)):
+        if max(map(len, lines)) > MAX_LINE_CHARS:
+            for offset, line in enumerate(lines):
+                if len(line.rstrip("\r\n")) > MAX_LINE_CHARS:
+                    raise DumpError(
+                        f"{path}: line {line_no + offset}: the line is longer than "
+                        f"{MAX_LINE_CHARS} characters"
+                    )
+        line_no += len(lines)
+        yield lines
+
+
+def chunks(
+    fh: TextIO, path: Path | str = "", size: int = CHUNK_LINES, max_chars: int = CHUNK_CHARS
+) -> Iterator[tuple[int, list[str], int]]:
+    """(first line number, lines, characters) per chunk of at most `size` lines (fewer
+    once they hold `max_chars`), header and blank lines skipped."""
+    source = read_lines(fh, path)
     line_no = 1
     first = True
+    pending: list[str] = []
     while True:
-        lines = list(islice(fh, size))
+        lines, pending = pending[:size], pending[size:]
+        chars = sum(map(len, lines))
+        while len(lines) < size and chars < max_chars:
+            more = next(source, None)
+            if more is None:
+                break
+            room = size - len(lines)
+            lines += more[:room]
+            pending += more[room:]
+            chars += sum(map(len, more[:room]))
         if not lines:
             return
-        chars = sum(map(len, lines))
         start = line_no
         line_no += len(lines)
         if first:
@@ -263,7 +334,7 @@ async def import_file(
     async with store.bulk() as insert:
         with open_text(dump.path) as (fh, total):
             on_size(total)
-            source = chunks(fh)
+            source = chunks(fh, dump.path)
             done = 0
             pending = asyncio.ensure_future(asyncio.to_thread(parse_next, source))
             try:
@@ -290,21 +361,35 @@ async def run_imports(dumps: list[DumpFile], db_path: Path) -> list[DumpFile]:
             clock = time.monotonic()
             try:
                 result = await _import_with_progress(store, dump, console)
-            except (DumpError, UnicodeDecodeError, zipfile.BadZipFile, zlib.error, OSError) as exc:
+            except (DumpError, *READ_ERRORS) as exc:
                 failed.append(dump)
-                why = str(exc) if isinstance(exc, DumpError) else f"{dump.path}: {exc}"
-                print(f"pairs-tui: error: {why}; nothing imported from it", file=sys.stderr)
+                why = printable(f"{_describe(dump.path, exc)}; nothing imported from it")
+                print(f"pairs-tui: error: {why}", file=sys.stderr)
                 continue
             elapsed = max(time.monotonic() - clock, 1e-9)
             print(
-                f"{dump.path.name}: {result.rows:,} {dump.symbol} {dump.kind.value}s "
+                f"{printable(dump.path.name)}: {result.rows:,} {dump.symbol} {dump.kind.value}s "
                 f"({result.inserted:,} new) in {elapsed:.1f}s, {result.rows / elapsed:,.0f} rows/s",
                 file=sys.stderr,
             )
     return failed
 
 
+def _describe(path: Path, exc: Exception) -> str:
+    """One failed file in words, starting with its name."""
+    if isinstance(exc, DumpError):
+        return str(exc)
+    if isinstance(exc, UnicodeError):
+        what = f"not UTF-8 text ({exc})"
+    elif isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError)):
+        what = f"the zip is damaged ({exc})"
+    else:
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{path}: {clip(what)}"
+
+
 async def _import_with_progress(store: TickStore, dump: DumpFile, console) -> ImportResult:
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -315,7 +400,8 @@ async def _import_with_progress(store: TickStore, dump: DumpFile, console) -> Im
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(dump.path.name, total=None, rows=0, rate=0.0)
+        name = escape(printable(dump.path.name))  # a file name is text, not markup
+        task = bar.add_task(name, total=None, rows=0, rate=0.0)
         clock = time.monotonic()
 
         def show(done: int, rows: int) -> None:

@@ -23,6 +23,56 @@ AlertValue: TypeAlias = float | dict[str, float | None] | None
 _SYMBOL = re.compile(r"[a-z0-9]{2,20}")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# -- what a trade must look like, from the feed or from a dump: one rule, `check_trade` ----
+MAX_TRADE_ID = 2**63 - 1  # SQLite's INTEGER; ids are never negative
+# A trade id more than this far from the last one of its symbol, either way, is not taken
+# on its word: it waits for the next trade to continue from it (BinanceFeed._unusual_id).
+# A reconnect misses thousands to millions of ids; the busiest symbols make up to about
+# 10**7 a day, so this is months of trading.
+MAX_ID_JUMP = 10**9
+MICROS_THRESHOLD = 10**15  # a trade time at or above this is in µs, below it in ms
+EARLIEST_TRADE_US = 1_230_768_000_000_000  # 2009-01-01: before Bitcoin; seconds fail here
+LATEST_TRADE_US = 4_102_444_800_000_000  # 2100-01-01: nanoseconds fail here
+MAX_AHEAD_US = 86_400_000_000  # a trade time more than a day ahead of the local clock
+# Prices and quantities are plain decimals: digits, at most one point, no sign, exponent
+# or spaces; below 1e15 and at most 15 + 1 + 24 = 40 characters; above zero.
+DECIMAL_INT_DIGITS, DECIMAL_FRAC_DIGITS = 15, 24
+DECIMAL_PATTERN = rf"[0-9]{{1,{DECIMAL_INT_DIGITS}}}(?:\.[0-9]{{1,{DECIMAL_FRAC_DIGITS}}})?"
+NONZERO_PATTERN = "[1-9]"  # with DECIMAL_PATTERN: a positive decimal
+
+BAD_TRADE_ID = "the trade id is not an integer from 0 to 2^63-1"
+BAD_TIME = "the time is not in milliseconds or microseconds since 1970 (2009-2100)"
+TIME_AHEAD = "the time is more than a day ahead of this computer's clock"
+BAD_PRICE = "the price is not a positive number"
+BAD_QTY = "the quantity is not a positive number"
+
+_positive_decimal = re.compile(rf"(?=[0.]*{NONZERO_PATTERN}){DECIMAL_PATTERN}").fullmatch
+
+
+def latest_trade_us(now_us: int | None) -> int:
+    """The latest trade time accepted when the local clock says `now_us` (None: no clock)."""
+    return LATEST_TRADE_US if now_us is None else min(LATEST_TRADE_US, now_us + MAX_AHEAD_US)
+
+
+def check_trade(
+    price: str, qty: str, trade_id: int, time_us: int, now_us: int | None = None
+) -> str | None:
+    """Why a trade cannot be stored, or None when it can: the one rule at the door for the
+    live feed and for imported dumps. `time_us` is already in µs (see `MICROS_THRESHOLD`);
+    `now_us` is the local clock, when a trade from the future should be refused. A
+    precompiled pattern and integer comparisons: the feed calls it for every trade."""
+    if not 0 <= trade_id <= MAX_TRADE_ID:
+        return BAD_TRADE_ID
+    if not EARLIEST_TRADE_US <= time_us <= LATEST_TRADE_US:
+        return BAD_TIME
+    if now_us is not None and time_us > now_us + MAX_AHEAD_US:
+        return TIME_AHEAD
+    if _positive_decimal(price) is None:
+        return BAD_PRICE
+    if _positive_decimal(qty) is None:
+        return BAD_QTY
+    return None
+
 
 def iso(ts_us: int | None) -> str | None:
     """ISO-8601 UTC with a Z: whole seconds when whole, microseconds otherwise."""
@@ -119,13 +169,28 @@ class AlertEvent:
         return f"{self.symbol_a}/{self.symbol_b}"
 
 
+# -- text from outside, echoed in messages ------------------------------------------------
+ECHO_CHARS = 200  # outside text quoted in a message (a symbol, a row, a reason), at most
+LINE_CHARS = 400  # one message line as printed, at most: `printable` cuts longer ones
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # newlines too: one event, one line
 
 
-def printable(text: str) -> str:
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """`text` cut to about `limit` characters: the start and the end are kept (where a
+    message says what and how to fix it), the middle says how much was cut."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head
+    cut = len(text) - limit
+    return f"{text[:head]}...[{cut:,} characters cut]...{text[len(text) - tail :]}"
+
+
+def printable(text: str, limit: int = LINE_CHARS) -> str:
     """Text from outside (a server's close reason, a typed symbol) made safe for a
-    terminal: control characters, escape sequences among them, are shown as `\\x1b`."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    terminal: control characters, escape sequences among them, are shown as `\\x1b`, and
+    text longer than `limit` has its middle cut (`clip`)."""
+    return clip(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text), limit)
 
 
 _SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -138,7 +203,7 @@ def parse_span(text: str) -> float:
     seconds = float(match.group(1)) * _SPAN_UNITS[match.group(2)] if match else 0.0
     if not 0 < seconds <= 100 * 365 * 86400:
         raise ValueError(
-            f"invalid time span {text!r}: use a number and s, m, h, d or w, like 7d"
+            f"invalid time span {clip(text)!r}: use a number and s, m, h, d or w, like 7d"
             " (at most 100 years)"
         )
     return seconds
@@ -154,7 +219,7 @@ def normalise_symbols(raw: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     for text in raw:
         low = text.strip().lower()
         if not _SYMBOL.fullmatch(low):
-            shown = text if text else "''"
+            shown = clip(text) if text else "''"
             raise SymbolError(
                 f"invalid symbol {shown!s}: use 2-20 letters and digits, like btcusdt"
             )

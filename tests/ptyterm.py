@@ -223,6 +223,12 @@ class PtyTerminal:
             raw = bytes(self._transcript or b"")
         return raw.decode("utf-8", errors="replace")
 
+    @property
+    def title(self) -> str:
+        """The window title the child set (OSC 0/2), as pyte understood it."""
+        with self._cond:
+            return str(self._screen.title)
+
     def text(self) -> list[str]:
         """The screen now, one string per row (`rows` strings of `cols` cells)."""
         with self._cond:

@@ -365,7 +365,7 @@ def test_export_path_problems(recorded, tmp_path, capsys):
         "--db",
         str(recorded),
     )
-    assert code == 2 and "does not exist" in err
+    assert code == 2 and "create it first" in err
     code, _, err = export_pair(
         capsys,
         "--what",
@@ -419,7 +419,10 @@ def test_stdout_export_is_plain_csv(recorded, isolated_home):
         ),  # blank lines before a header
         ("x1,100.5,1,100.5,1735689600000,True,True\n", "line 1: the trade id is not an integer"),
         ("1,inf,1,1,1735689600000,True,True\n", "line 1: the price is not a positive number"),
-        ("1,100,1e400,1,1735689600000,True,True\n", "line 1: the quantity is not a number"),
+        (
+            "1,100,1e400,1,1735689600000,True,True\n",
+            "line 1: the quantity is not a positive number",
+        ),
         ("1,100,1,1,1735689600000,,True\n", "line 1: is_buyer_maker is not true/false"),
         ("1,100,1,1,1735689600,True,True\n", "line 1: the time is not in milliseconds"),
         ("1,100,1,1,1735689600000000000,True,True\n", "line 1: the time is not in milli"),

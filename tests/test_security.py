@@ -106,7 +106,7 @@ async def test_markup_in_a_path_shows_literally_in_the_cockpit(db_path, tmp_path
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
         await wait_until(lambda: app.snapshot is not None, 10)
         await app.run_action(f"export_to('analytics', {str(target)!r})")
-        await wait_until(lambda: any("cannot write" in n.message for n in app._notifications))
+        await wait_until(lambda: any("create it first" in n.message for n in app._notifications))
         await pilot.pause(0.3)
         toasts = "\n".join(str(t.render()) for t in app.screen.query("Toast"))
         assert re.search(r"\[bold\]no such dir\[/bold\]", toasts), toasts

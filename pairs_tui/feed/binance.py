@@ -1,9 +1,11 @@
 """The Binance trade consumer: one combined-stream connection, kept alive forever.
 
-The hot path (one frame) is: recv bytes, two msgspec decodes, an id check, a tuple
-appended to the pending batch. No per-trade awaits, objects or queue hops: the store
+The hot path (one frame) is: recv bytes, two msgspec decodes, the door check every
+trade passes (`model.check_trade`: the same rule as for imported dumps), an id check, a
+tuple appended to the pending batch. No per-trade awaits, objects or queue hops: the store
 takes whole batches via `drain()`, and the consumer only waits when the pending batch
-reaches its bound (backpressure, never a silent drop).
+reaches its bound (backpressure, never a silent drop). A frame that fails the check is
+counted as malformed and skipped; it never reaches the store nor moves the id tracking.
 """
 
 from __future__ import annotations
@@ -23,13 +25,24 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import CloseCode
 
-from pairs_tui.model import FeedState, FeedStats, Gap, StreamKind, SymbolStats, TradeRow
+from pairs_tui.model import (
+    MAX_ID_JUMP,
+    MAX_TRADE_ID,
+    MICROS_THRESHOLD,
+    FeedState,
+    FeedStats,
+    Gap,
+    StreamKind,
+    SymbolStats,
+    TradeRow,
+    check_trade,
+    clip,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WS_URL = "wss://stream.binance.com:9443"
 SHUTDOWN_STREAM = "!serverShutdown"
-_MICROS_THRESHOLD = 10**15  # a trade time at or above this is already in µs (PROTOCOL.md §8)
 
 
 class MalformedFrame(ValueError):
@@ -113,12 +126,12 @@ def check_ws_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(
-            f"invalid --ws-url {url!r}: it must start with ws:// or wss:// and name a host"
+            f"invalid --ws-url {clip(url)!r}: it must start with ws:// or wss:// and name a host"
         )
     try:
         parts.port  # noqa: B018 - raises on a port out of range
     except ValueError:
-        raise ValueError(f"invalid --ws-url {url!r}: the port must be 0-65535") from None
+        raise ValueError(f"invalid --ws-url {clip(url)!r}: the port must be 0-65535") from None
     return url.rstrip("/")
 
 
@@ -194,10 +207,21 @@ class Batch:
 
 
 @dataclass(slots=True)
+class _Held:
+    """A trade whose id is far from the last one: stored only if the next continues it."""
+
+    msg: TradeMsg
+    ts: int
+    recv: int
+
+
+@dataclass(slots=True)
 class _Symbol:
     symbol: str
+    wire: str = ""  # the symbol as trade frames spell it (`s`: BTCUSDT)
     series: int = -1  # the store's id for this symbol's trades
-    last_id: int = -1
+    last_id: int = -1  # the id tracking: trades up to this one are duplicates
+    held: _Held | None = None
     received: int = 0
     drained: int = 0
     last_trade_us: int | None = None
@@ -242,7 +266,7 @@ class BinanceFeed:
         self.counters = _Counters()
         self._rng = rng or random.Random()
         self._on_event = on_event or (lambda text: log.info("%s", text))
-        self._states = {s: _Symbol(s) for s in symbols}
+        self._states = {s: _Symbol(s, wire=s.upper()) for s in symbols}
         self._decoder = FrameDecoder(
             {stream_name(s, options.kind): st for s, st in self._states.items()}, options.kind
         )
@@ -389,7 +413,7 @@ class BinanceFeed:
                 self.counters.malformed += 1  # a frame cannot be skipped: the socket goes
                 reason = f"a frame over {opts.max_frame_bytes:,} bytes (1009): skipped"
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError, ValueError) as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            reason = f"{type(exc).__name__}: {clip(str(exc))}" if str(exc) else type(exc).__name__
         self._ws = None
         if watchdog is not None:
             if watchdog.done():
@@ -434,18 +458,27 @@ class BinanceFeed:
                 counters.ignored += 1
                 continue
             st, msg = item
+            t = msg.T
+            ts = t if t >= MICROS_THRESHOLD else t * 1000
+            recv = time.time_ns() // 1000
             first, last = msg.first, msg.last
-            if last <= st.last_id:
-                counters.duplicates += 1
+            if (
+                check_trade(msg.p, msg.q, msg.id, ts, recv) is not None
+                or (msg.s != st.wire and msg.s.upper() != st.wire)
+                or (first != last and not first < last <= min(first + MAX_ID_JUMP, MAX_TRADE_ID))
+            ):
+                counters.malformed += 1
                 continue
-            if st.last_id >= 0 and first != st.last_id + 1:
-                self._gap(st.symbol, st.last_id + 1, first - 1)
-            st.last_id = last
+            last_id = st.last_id
+            if st.held is None and last_id < first <= last_id + MAX_ID_JUMP:
+                if first != last_id + 1 and last_id >= 0:
+                    self._gap(st.symbol, last_id + 1, first - 1)
+                st.last_id = last
+            elif not self._unusual_id(st, msg, ts, recv):
+                continue
             if msg.X != "MARKET":  # futures insurance-fund/ADL fills: not a market price
                 counters.ignored += 1
                 continue
-            ts = msg.T if msg.T >= _MICROS_THRESHOLD else msg.T * 1000
-            recv = time.time_ns() // 1000
             st.last_trade_us, st.latency_us = ts, recv - ts
             st.received += 1
             rows = self._rows
@@ -458,6 +491,58 @@ class BinanceFeed:
                     self._backpressured = True
                     await self._drained.wait()
                     self._backpressured = False
+
+    def _unusual_id(self, st: _Symbol, msg: TradeMsg, ts: int, recv: int) -> bool:
+        """Id tracking off the hot path: a duplicate, a trade that overlaps the last one, an
+        id more than `MAX_ID_JUMP` away from the last, either way, or a trade held for being
+        so. A far id is not taken on its word, since it would move the tracking so that
+        every later trade looks like a duplicate (or like a gap of billions): it is held
+        until the next trade of its symbol. If that one continues from it (within
+        `MAX_ID_JUMP`), both are stored, with the gap between: a restart after months away,
+        a demo server started anew, a store whose last id was never real. If not, the held
+        one was a stray and is counted as malformed. The first trade ever (`last_id` -1)
+        with an id past `MAX_ID_JUMP` is held the same way.
+
+        True when `msg` is to be stored, the tracking already moved past it."""
+        first, last = msg.first, msg.last
+        held = st.held
+        if held is not None:
+            h = held.msg
+            if h.first <= first and last <= h.last:  # the held trade re-sent
+                self.counters.duplicates += 1
+                return False
+            st.held = None
+            if h.last < first <= h.last + MAX_ID_JUMP:  # it follows the held one: both real
+                self._track(st, h.first, h.last)
+                self._store_held(st, held)
+                self._track(st, first, last)
+                return True
+            self.counters.malformed += 1  # the held one was a stray: nothing followed it
+        last_id = st.last_id
+        if last_id < first <= last_id + MAX_ID_JUMP or first <= last_id < last:
+            self._track(st, first, last)
+            return True
+        if last_id - MAX_ID_JUMP <= last <= last_id:
+            self.counters.duplicates += 1
+            return False
+        st.held = _Held(msg, ts, recv)
+        return False
+
+    def _track(self, st: _Symbol, first: int, last: int) -> None:
+        """Move the id tracking to `last`, recording the ids skipped before `first`."""
+        if st.last_id >= 0 and first > st.last_id + 1:
+            self._gap(st.symbol, st.last_id + 1, first - 1)
+        st.last_id = last
+
+    def _store_held(self, st: _Symbol, held: _Held) -> None:
+        """A held trade turned out real: into the batch as `_consume` would have put it."""
+        msg, ts, recv = held.msg, held.ts, held.recv
+        if msg.X != "MARKET":
+            self.counters.ignored += 1
+            return
+        st.last_trade_us, st.latency_us = ts, recv - ts
+        st.received += 1
+        self._rows.append((st.series, msg.id, ts, recv, msg.p, msg.q, msg.m))
 
     def _gap(self, symbol: str, from_id: int, to_id: int) -> None:
         gap = Gap(symbol, self.options.kind, from_id, to_id, time.time_ns() // 1000)
@@ -475,5 +560,5 @@ def _describe_close(exc: ConnectionClosed) -> str:
     rcvd = exc.rcvd
     if rcvd is None:
         return "connection lost without a close frame (1006)"
-    reason = f" {rcvd.reason}" if rcvd.reason else ""
+    reason = f" {clip(rcvd.reason)}" if rcvd.reason else ""  # at most 123 bytes anyway
     return f"closed by server ({rcvd.code}{reason})"
