@@ -593,13 +593,17 @@ def alerts_(as_json: bool, limit: int | None, db: Path | None, config_file: Path
     "older_than",
     required=True,
     metavar="SPAN",
-    help="Delete trades older than this: 90m, 12h, 7d, 2w.",
+    help="Delete trades older than this: 90s, 30min, 12h, 7d, 2w.",
 )
+@click.option("--dry-run", is_flag=True, help="Say how many trades would go; delete nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask on a terminal before deleting.")
 @db_option
 @config_option
-def prune(older_than: str, db: Path | None, config_file: Path | None) -> None:
+def prune(
+    older_than: str, dry_run: bool, yes: bool, db: Path | None, config_file: Path | None
+) -> None:
     """Delete old raw trades from the tick store, in small batches (a recorder writing
-    meanwhile is not held up), and give the space back."""
+    meanwhile is not held up), and give the space back. On a terminal it asks first."""
     import time
 
     from pairs_tui.model import iso
@@ -611,6 +615,19 @@ def prune(older_than: str, db: Path | None, config_file: Path | None) -> None:
         raise UsageProblem(f"--older-than: {exc}") from None
     path = _existing_db(_config(config_file), db)
     cutoff = time.time_ns() // 1000 - int(keep_s * 1e6)
+    if dry_run or (sys.stdin.isatty() and not yes):
+
+        async def count() -> int:
+            async with await TickStore.open(path, readonly=True) as store:
+                return await store.count_older(cutoff)
+
+        going = f"{asyncio.run(count()):,} trades older than {iso(cutoff)} from {path}"
+        if dry_run:
+            click.echo(f"would prune {going} (dry run: nothing deleted)")
+            return
+        if not click.confirm(f"prune {going}?", err=True):
+            click.echo("nothing pruned", err=True)
+            return
     size_before = path.stat().st_size
     live = sys.stderr.isatty()
 

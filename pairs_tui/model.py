@@ -193,17 +193,25 @@ def printable(text: str, limit: int = LINE_CHARS) -> str:
     return clip(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text), limit)
 
 
-_SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_SPAN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)(s|min|h|d|w|m|mo|month|months)")
+_SPAN_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_span(text: str) -> float:
-    """`90s`, `30m`, `12h`, `7d`, `2w` in seconds; ValueError says how to write one."""
+    """`90s`, `30min`, `12h`, `7d`, `2w` in seconds; ValueError says how to write one.
+    A bare `m` is refused: to many a month, to others a minute, and a prune by it wrong
+    either way deletes what was meant to stay."""
     match = _SPAN.fullmatch(text.strip().lower())
+    if match and match.group(2) not in _SPAN_UNITS:
+        number = match.group(1)
+        raise ValueError(
+            f"ambiguous time span {clip(text)!r}: write {number}min for minutes,"
+            f" or {number}d / {number}w for days or weeks"
+        )
     seconds = float(match.group(1)) * _SPAN_UNITS[match.group(2)] if match else 0.0
     if not 0 < seconds <= 100 * 365 * 86400:
         raise ValueError(
-            f"invalid time span {clip(text)!r}: use a number and s, m, h, d or w, like 7d"
+            f"invalid time span {clip(text)!r}: use a number and s, min, h, d or w, like 7d"
             " (at most 100 years)"
         )
     return seconds

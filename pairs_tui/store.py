@@ -477,6 +477,19 @@ class TickStore:
             raise
 
     # -- pruning --------------------------------------------------------------------------
+    async def count_older(self, before_us: int) -> int:
+        """How many trades `prune(before_us)` would delete (the time index, per series)."""
+        await self._follow_writer()
+        cursor = await self._conn.execute("SELECT id FROM series")
+        total = 0
+        for (series,) in await cursor.fetchall():
+            total += await self._scalar(
+                "SELECT count(*) FROM trades WHERE series = ? AND ts_us < ? AND trade_id <"
+                " (SELECT max(trade_id) FROM trades WHERE series = ?)",
+                (series, before_us, series),
+            )  # as `prune`: the newest trade stays
+        return total
+
     async def prune(
         self,
         before_us: int,

@@ -109,9 +109,10 @@ def test_record_demo_for_a_duration(tmp_path, isolated_home):
 
 
 def test_default_db_lives_in_the_user_data_dir(isolated_home):
+    """The demo's: demo.db, beside the live ticks.db."""
     result = run_cli(isolated_home, "record", "solusdt", "--demo", "--duration", "1")
     assert result.returncode == 0, result.stderr
-    assert db_counts(isolated_home / "data" / "pairs-tui" / "ticks.db")["SOLUSDT"] > 0
+    assert db_counts(isolated_home / "data" / "pairs-tui" / "demo.db")["SOLUSDT"] > 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -10,7 +10,9 @@ import re
 import sqlite3
 import subprocess
 
+import pytest
 from conftest import cli_env, pairs_tui_cmd, store_tape, wait_until
+from ptyterm import PtyTerminal
 from test_ui import chart, drawn, make_app, on_screen, palette, replayed, text
 from textual.widgets._footer import FooterKey
 
@@ -170,3 +172,43 @@ async def test_help_shows_where_the_trades_go(db_path):
         shown = " ".join(on_screen(app.screen.query_one("#help")).split())
         assert f"store {db_path} (demo trades are recorded" in shown
         await pilot.press("escape", "q")
+
+
+def test_prune_spans_cannot_be_misread():
+    from pairs_tui.model import parse_span
+
+    assert [parse_span(t) for t in ("90s", "30min", "12h", "7d", "2w")] == [
+        90,
+        1800,
+        43200,
+        604800,
+        1209600,
+    ]
+    for span in ("30m", "1mo", "2months"):
+        with pytest.raises(ValueError, match="ambiguous time span"):
+            parse_span(span)
+
+
+def test_prune_dry_run_says_what_would_go_and_deletes_nothing(tmp_path, isolated_home):
+    db = tmp_path / "t.db"
+    asyncio.run(store_tape(db, 60))  # trades of 2025: all older than a day
+    before = sqlite3.connect(db).execute("SELECT count(*) FROM trades").fetchone()[0] - 2
+    done = run(isolated_home, "prune", "--older-than", "1d", "--dry-run", "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"would prune {before:,} trades older than ")
+    assert done.stdout.rstrip().endswith(f"from {db} (dry run: nothing deleted)")
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM trades").fetchone()[0] == before + 2
+
+
+@pytest.mark.parametrize(("answer", "left"), [("n", "all"), ("y", "none")])
+def test_prune_on_a_terminal_asks_first(tmp_path, isolated_home, answer, left):
+    db = tmp_path / "t.db"
+    asyncio.run(store_tape(db, 60))
+    before = sqlite3.connect(db).execute("SELECT count(*) FROM trades").fetchone()[0] - 2
+    argv = pairs_tui_cmd("prune", "--older-than", "1d", "--db", str(db))
+    with PtyTerminal(argv, cols=160, rows=10, env=cli_env(isolated_home), cwd=tmp_path) as t:
+        t.wait_for(f"prune {before:,} trades older than", timeout=20)
+        t.send(f"{answer}\r")
+        assert t.wait_exit(20) == 0
+    count = sqlite3.connect(db).execute("SELECT count(*) FROM trades").fetchone()[0]
+    assert count == (before + 2 if left == "all" else 2)  # each symbol's newest stays

@@ -148,6 +148,12 @@ async def test_prune_deletes_only_old_trades_in_batches_and_gives_space_back(db_
 def test_prune_command_and_retention_while_recording(tmp_path, isolated_home):
     db = tmp_path / "ticks.db"
     now = time.time_ns() // 1000
+
+    async def demo_store() -> None:  # the demo records into it below
+        async with await TickStore.open(db) as store:
+            await store.claim("demo")
+
+    asyncio.run(demo_store())
     asyncio.run(fill_days(db, 1, 1_000, now - 5 * DAY_US // 2))  # 2.5 to 3.5 days old
     asyncio.run(fill_days(db, 1, 1_000, now - DAY_US // 2, first_id=10_000))  # 0.5 to 1.5
     env = cli_env(isolated_home)
