@@ -112,6 +112,9 @@ class Gap:
         return self.to_id - self.from_id + 1
 
 
+DROPPING_WARN_US = 5_000_000  # every trade a duplicate this long: say nothing is recorded
+
+
 @dataclass(frozen=True, slots=True)
 class SymbolStats:
     symbol: str
@@ -119,6 +122,7 @@ class SymbolStats:
     stored: int
     last_trade_us: int | None
     latency_us: int | None = None  # receive time minus trade time, last trade
+    dropping_us: int | None = None  # every trade already stored, for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,15 @@ class FeedStats:
     backpressure_waits: int
     retry_at: float | None  # loop time of the next connection attempt while reconnecting
     last_error: str | None
+
+    def silent_loss(self) -> str | None:
+        """Symbols whose every trade has been one already stored for a while, in words
+        (a store whose ids run ahead of the feed's: nothing new is being recorded)."""
+        late = [s for s in self.symbols if (s.dropping_us or 0) >= DROPPING_WARN_US]
+        if not late:
+            return None
+        names = ", ".join(f"{s.symbol} {(s.dropping_us or 0) / 1e6:.0f}s" for s in late)
+        return f"NOTHING RECORDED ({names}: every trade already stored)"
 
 
 @dataclass(frozen=True, slots=True)

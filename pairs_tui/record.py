@@ -58,7 +58,7 @@ def format_status(stats: FeedStats, rates: dict[str, float], now_us: int, now: f
     state = stats.state.value
     if stats.state is FeedState.RECONNECTING and stats.retry_at is not None:
         state = f"reconnecting in {max(0.0, stats.retry_at - now):.1f}s"
-    parts.append(state)
+    parts.append(stats.silent_loss() or state)
     parts.append(f"reconnects {stats.reconnects}")
     parts.append(f"gaps {stats.gaps}")
     parts.append(f"malformed {stats.malformed}")
@@ -139,7 +139,12 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None
             await server.start()
             ws_url = server.url
             printer.event(f"demo feed on {server.url} (seed {server.market.seed})")
-        feed = BinanceFeed(plan.symbols, feed_options(config, ws_url), on_event=printer.event)
+        feed = BinanceFeed(
+            plan.symbols,
+            feed_options(config, ws_url),
+            on_event=printer.event,
+            on_warning=lambda text: printer.event(f"{text} in {plan.db_path}"),
+        )
         ingest = Ingest(feed, store, flush_interval=config.store.flush_interval)
         printer.event(f"recording {', '.join(plan.symbols)} into {plan.db_path}")
         loop = asyncio.get_running_loop()

@@ -93,7 +93,12 @@ class Session:
         options = self.plan.feed
         if self.server is not None:
             options = replace(options, ws_url=self.server.url)
-        feed = BinanceFeed(self.view.symbols, options, on_event=self.on_event)
+        feed = BinanceFeed(
+            self.view.symbols,
+            options,
+            on_event=self.on_event,
+            on_warning=lambda text: self.on_notice(f"{text} in {self.plan.db_path}"),
+        )
         self.ingest = Ingest(feed, self.store, flush_interval=self.plan.flush_interval)
         task = asyncio.create_task(self.ingest.run(), name="ingest")
         task.add_done_callback(partial(self._ended, self.ingest))

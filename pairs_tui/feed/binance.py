@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import CloseCode
 
 from pairs_tui.model import (
+    DROPPING_WARN_US,
     MAX_ID_JUMP,
     MAX_TRADE_ID,
     MICROS_THRESHOLD,
@@ -226,6 +227,16 @@ class _Symbol:
     drained: int = 0
     last_trade_us: int | None = None
     latency_us: int | None = None  # receive time minus trade time, last trade
+    # a run of duplicates: since when (µs), at which `received`, and whether it was said
+    dup_since: int | None = None
+    dup_at: int = -1
+    dup_said: bool = False
+
+    def dropping_us(self, now_us: int) -> int | None:
+        """How long every trade of this symbol has been one already stored, or None."""
+        if self.dup_since is None or self.dup_at != self.received:
+            return None
+        return now_us - self.dup_since
 
 
 def full_jitter(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
@@ -256,6 +267,7 @@ class BinanceFeed:
         *,
         rng: random.Random | None = None,
         on_event: Callable[[str], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.symbols = symbols
         self.options = options
@@ -266,6 +278,7 @@ class BinanceFeed:
         self.counters = _Counters()
         self._rng = rng or random.Random()
         self._on_event = on_event or (lambda text: log.info("%s", text))
+        self._on_warning = on_warning or self._on_event  # what must reach the user
         self._states = {s: _Symbol(s, wire=s.upper()) for s in symbols}
         self._decoder = FrameDecoder(
             {stream_name(s, options.kind): st for s, st in self._states.items()}, options.kind
@@ -304,6 +317,7 @@ class BinanceFeed:
     def stats(self, stored: Mapping[str, int] | None = None) -> FeedStats:
         stored = stored or {}
         c = self.counters
+        now_us = time.time_ns() // 1000
         return FeedStats(
             state=self.state,
             url=self.url,
@@ -314,6 +328,7 @@ class BinanceFeed:
                     stored.get(st.symbol, 0),
                     st.last_trade_us,
                     st.latency_us,
+                    st.dropping_us(now_us),
                 )
                 for st in self._states.values()
             ),
@@ -492,6 +507,19 @@ class BinanceFeed:
                     await self._drained.wait()
                     self._backpressured = False
 
+    def _duplicate(self, st: _Symbol, recv: int) -> None:
+        """Dropped as already stored. A few are re-sends; all of them for seconds means
+        nothing new is being recorded (ids that went backwards): that is said, once."""
+        self.counters.duplicates += 1
+        if st.dropping_us(recv) is None:
+            st.dup_since, st.dup_at, st.dup_said = recv, st.received, False
+        elif not st.dup_said and recv - (st.dup_since or recv) >= DROPPING_WARN_US:
+            st.dup_said = True
+            self._on_warning(
+                f"{st.symbol}: every trade for {DROPPING_WARN_US // 1_000_000}s was already"
+                f" stored (ids up to {st.last_id}): nothing new is being recorded"
+            )
+
     def _unusual_id(self, st: _Symbol, msg: TradeMsg, ts: int, recv: int) -> bool:
         """Id tracking off the hot path: a duplicate, a trade that overlaps the last one, an
         id more than `MAX_ID_JUMP` away from the last, either way, or a trade held for being
@@ -509,7 +537,7 @@ class BinanceFeed:
         if held is not None:
             h = held.msg
             if h.first <= first and last <= h.last:  # the held trade re-sent
-                self.counters.duplicates += 1
+                self._duplicate(st, recv)
                 return False
             st.held = None
             if h.last < first <= h.last + MAX_ID_JUMP:  # it follows the held one: both real
@@ -523,7 +551,7 @@ class BinanceFeed:
             self._track(st, first, last)
             return True
         if last_id - MAX_ID_JUMP <= last <= last_id:
-            self.counters.duplicates += 1
+            self._duplicate(st, recv)
             return False
         st.held = _Held(msg, ts, recv)
         return False
