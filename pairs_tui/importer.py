@@ -355,17 +355,22 @@ async def run_imports(dumps: list[DumpFile], db_path: Path) -> list[DumpFile]:
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False)
-    failed = []
+    failed: list[DumpFile] = []
+    done: list[DumpFile] = []
     async with await TickStore.open(db_path) as store:
-        for dump in dumps:
+        for n, dump in enumerate(dumps):
             clock = time.monotonic()
             try:
                 result = await _import_with_progress(store, dump, console)
+            except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C: say what is where
+                print(f"pairs-tui: {_interrupted(done, dump, dumps[n + 1 :])}", file=sys.stderr)
+                raise
             except (DumpError, *READ_ERRORS) as exc:
                 failed.append(dump)
                 why = printable(f"{_describe(dump.path, exc)}; nothing imported from it")
                 print(f"pairs-tui: error: {why}", file=sys.stderr)
                 continue
+            done.append(dump)
             elapsed = max(time.monotonic() - clock, 1e-9)
             print(
                 f"{printable(dump.path.name)}: {result.rows:,} {dump.symbol} {dump.kind.value}s "
@@ -373,6 +378,18 @@ async def run_imports(dumps: list[DumpFile], db_path: Path) -> list[DumpFile]:
                 file=sys.stderr,
             )
     return failed
+
+
+def _interrupted(done: list[DumpFile], current: DumpFile, rest: list[DumpFile]) -> str:
+    """After Ctrl-C: each file is one transaction, so it is in whole or not at all."""
+
+    def names(files: list[DumpFile]) -> str:
+        return ", ".join(printable(f.path.name) for f in files) or "none"
+
+    return (
+        f"interrupted: kept {names(done)}; {printable(current.path.name)} rolled back"
+        f" (nothing of it kept); not started: {names(rest)}"
+    )
 
 
 def _describe(path: Path, exc: Exception) -> str:

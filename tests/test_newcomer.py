@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import sqlite3
 import subprocess
+import time
 
 import pytest
 from conftest import cli_env, pairs_tui_cmd, store_tape, wait_until
@@ -212,3 +214,47 @@ def test_prune_on_a_terminal_asks_first(tmp_path, isolated_home, answer, left):
         assert t.wait_exit(20) == 0
     count = sqlite3.connect(db).execute("SELECT count(*) FROM trades").fetchone()[0]
     assert count == (before + 2 if left == "all" else 2)  # each symbol's newest stays
+
+
+def test_ctrl_c_during_import_says_what_was_kept(tmp_path, isolated_home):
+    """Each file is one transaction: Ctrl-C keeps the files done, rolls back the one under
+    way and starts no other; the user is told which is which."""
+    rows = "".join(f"{i},100.5,0.1,10.05,{1735689600000 + i},true\n" for i in range(1, 2001))
+    (tmp_path / "BTCUSDT-trades-2025-01.csv").write_text(rows)
+    big = tmp_path / "ETHUSDT-trades-2025-01.csv"
+    with big.open("w") as out:
+        for start in range(1, 1_000_001, 100_000):  # seconds of work: Ctrl-C lands in it
+            out.write(
+                "".join(
+                    f"{i},3000.5,0.1,300.05,{1735689600000 + i},false\n"
+                    for i in range(start, start + 100_000)
+                )
+            )
+    (tmp_path / "SOLUSDT-trades-2025-01.csv").write_text(rows)
+    db = tmp_path / "t.db"
+    files = ["BTCUSDT-trades-2025-01.csv", big.name, "SOLUSDT-trades-2025-01.csv"]
+    proc = subprocess.Popen(
+        pairs_tui_cmd("import", *files, "--db", str(db)),
+        cwd=tmp_path,
+        env=cli_env(isolated_home),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the first file is in: interrupt the second
+        if line.startswith("BTCUSDT-trades-2025-01.csv: 2,000"):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(30) == 130
+    assert (
+        "pairs-tui: interrupted: kept BTCUSDT-trades-2025-01.csv; ETHUSDT-trades-2025-01.csv"
+        " rolled back (nothing of it kept); not started: SOLUSDT-trades-2025-01.csv"
+    ) in rest
+    with sqlite3.connect(db) as conn:
+        kept = conn.execute(
+            "SELECT symbol, count(*) FROM trades JOIN series ON series.id = trades.series"
+            " GROUP BY symbol"
+        ).fetchall()
+    assert kept == [("BTCUSDT", 2000)]
