@@ -466,11 +466,11 @@ class PairsApp(App[int]):
             self._paused_at = self.session.trades_seen()
         if not paused:
             self.cursor = None
-        if self.is_mounted:
+        if self._timer is not None:  # started (App.is_mounted is a method: always true)
             self._show_status()
 
     def watch_cursor(self) -> None:
-        if self.snapshot is not None and self.is_mounted:
+        if self.snapshot is not None:  # something drawn: the screen is there
             self.run_worker(self._draw(self.snapshot), group="cursor", exclusive=True)
 
     def action_pause(self) -> None:
