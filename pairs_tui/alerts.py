@@ -186,7 +186,7 @@ def _tokens(text: str) -> list[_Token]:
         m = _TOKEN.match(text, pos)
         if m is None:
             raise RuleError(f"unexpected character {text[pos]!r}", pos + 1)
-        kind = m.lastgroup
+        kind = m.lastgroup or ""
         if kind != "space":
             word = m.group()
             kind = {"paren": word, "minus": "-"}.get(kind, kind)
@@ -419,11 +419,10 @@ def holds(condition: Condition, now: Metrics, before: Metrics | None) -> bool:
         case Cross(left, direction, right):
             if before is None:
                 return False
-            values = (_value(left, before), _value(right, before))
-            values += (_value(left, now), _value(right, now))
-            if any(v is None for v in values):
+            a0, b0 = _value(left, before), _value(right, before)
+            a1, b1 = _value(left, now), _value(right, now)
+            if a0 is None or b0 is None or a1 is None or b1 is None:
                 return False
-            a0, b0, a1, b1 = values
             up = a0 <= b0 and a1 > b1
             down = a0 >= b0 and a1 < b1
             return {"above": up, "below": down, None: up or down}[direction]

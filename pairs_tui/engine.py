@@ -192,7 +192,7 @@ def analyze(
         tests = cached[1]
     else:
         tests = closed_bar_tests(closed) if with_tests else None
-    n_trades = int(joined["trades"].sum() + joined["trades_b"].sum()) if len(joined) else 0
+    n_trades = int(joined["trades"].sum()) + int(joined["trades_b"].sum()) if len(joined) else 0
     summary = summarize(
         series,
         tests,
@@ -270,8 +270,9 @@ class PairEngine:
             self._sides = await self._load()
         a, b = self._sides
         now = now_us if now_us is not None else time.time_ns() // 1000
-        last = [await self.store.last_time(side.symbol, self.kind) for side in (a, b)]
-        cut = settled_cut(*last, now)
+        last_a = await self.store.last_time(a.symbol, self.kind)
+        last_b = await self.store.last_time(b.symbol, self.kind)
+        cut = settled_cut(last_a, last_b, now)
         await a.update(self.store, cut)
         await b.update(self.store, cut)
         await asyncio.to_thread(a.trim, b, self._kept)

@@ -186,8 +186,8 @@ def meta(
         "lookback": view.lookback,
         "from": iso(requested[0]),
         "to": iso(requested[1]),
-        "start": iso(ts_us.min()),
-        "end": iso(ts_us.max()),
+        "start": iso(int(ts_us.min())),  # type: ignore[arg-type]
+        "end": iso(int(ts_us.max())),  # type: ignore[arg-type]
         "rows": len(ts_us),
         "conventions": CONVENTIONS,
         "bar_convention": "bars labelled by open time (UTC), left-closed; open/close = first/"
@@ -202,7 +202,7 @@ def meta(
     }
 
 
-def write_atomically(path: Path, fill: Callable[[TextIO], None]) -> None:
+def write_atomically(path: Path, fill: Callable[[TextIO], object]) -> None:
     """Write via a temporary file in the same directory, then rename into place."""
     directory = path.parent
     if not directory.is_dir():
@@ -233,7 +233,7 @@ def emit(target: str | Path, fill: Callable[[TextIO], None], sidecar: dict | Non
     written = [path]
     if sidecar is not None:
         side = path.with_name(path.name + ".meta.json")
-        write_atomically(side, lambda fh: (json.dump(sidecar, fh, indent=2), fh.write("\n")))
+        write_atomically(side, lambda fh: fh.write(json.dumps(sidecar, indent=2) + "\n"))
         written.append(side)
     return written
 

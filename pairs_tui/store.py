@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import TypeAlias, TypeVar
 
@@ -349,7 +350,7 @@ class TickStore:
         """Refuse a file that is not a pairs-tui store (before anything is written to it);
         note its schema version. True when it is empty: a store still to be made."""
         cursor = await self._conn.execute(_SCHEMA)
-        rows = await cursor.fetchall()
+        rows = list(await cursor.fetchall())
         version = rows[0][0]
         objects = [(kind, name) for _, kind, name in rows if name is not None]
         _refuse_foreign(self.path, version, objects)
@@ -511,11 +512,12 @@ class TickStore:
             while True:
                 started = time.perf_counter()
                 cursor = await self._retrying(
-                    lambda s=series: self._conn.execute(
+                    partial(
+                        self._conn.execute,
                         "DELETE FROM trades WHERE series = ? AND trade_id IN (SELECT trade_id"
                         " FROM trades WHERE series = ? AND ts_us < ? AND trade_id < (SELECT"
                         " max(trade_id) FROM trades WHERE series = ?) LIMIT ?)",
-                        (s, s, before_us, s, batch),
+                        (series, series, before_us, series, batch),
                     )  # the newest trade stays: a later recorder sees the gap from there
                 )
                 deleted += max(cursor.rowcount, 0)
@@ -564,7 +566,10 @@ class TickStore:
         cursor = await self._conn.execute(
             "SELECT id, rule, symbol_a, symbol_b, timeframe, muted FROM alert_rules ORDER BY id"
         )
-        return [RuleRecord(*row[:5], bool(row[5])) for row in await cursor.fetchall()]
+        return [
+            RuleRecord(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+            for row in await cursor.fetchall()
+        ]
 
     async def remove_rule(self, rule_id: int) -> None:
         self._writing()
@@ -609,7 +614,12 @@ class TickStore:
             " LIMIT ?) ORDER BY fired_us, rowid",
             (limit if limit is not None else -1,),
         )
-        return [AlertEvent(*row[:8], value=json.loads(row[8])) for row in await cursor.fetchall()]
+        return [
+            AlertEvent(
+                row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], json.loads(row[8])
+            )
+            for row in await cursor.fetchall()
+        ]
 
     # -- reading ------------------------------------------------------------------------
     async def trade_ids(self, symbol: str, kind: StreamKind = StreamKind.TRADE) -> list[int]:
@@ -652,7 +662,7 @@ class TickStore:
             " ORDER BY trade_id LIMIT ?",
             (symbol, kind.value, after_id, until_us if until_us is not None else 2**62, limit),
         )
-        return await cursor.fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in await cursor.fetchall()]
 
     async def first_id_since(self, symbol: str, kind: StreamKind, since_us: int) -> int | None:
         """The smallest trade id at or after `since_us` (found through the time index)."""
@@ -696,4 +706,5 @@ class TickStore:
         await self._follow_writer()
         cursor = await self._conn.execute(sql, params)
         row = await cursor.fetchone()
+        assert row is not None, "an aggregate or a pragma: always one row"
         return row[0]

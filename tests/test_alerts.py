@@ -30,7 +30,7 @@ from pairs_tui.alerts import (
 )
 from pairs_tui.engine import PairView
 from pairs_tui.session import Session, SessionPlan
-from pairs_tui.store import TickStore
+from pairs_tui.store import SCHEMA_VERSION, TickStore
 
 # -- the parser ---------------------------------------------------------------------------
 
@@ -434,6 +434,7 @@ async def test_a_version_1_store_gains_the_alert_tables(db_path):
     with sqlite3.connect(db_path) as conn:
         conn.execute("DROP TABLE alert_rules")
         conn.execute("DROP TABLE alert_events")
+        conn.execute("DROP TABLE meta")
         conn.execute("PRAGMA user_version = 1")
         trades = conn.execute("SELECT count(*) FROM trades").fetchone()
     async with await TickStore.open(db_path) as store:
@@ -441,7 +442,7 @@ async def test_a_version_1_store_gains_the_alert_tables(db_path):
         assert await store.rules() != []
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT count(*) FROM trades").fetchone() == trades
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
 async def test_a_rule_on_another_timeframe_gets_its_tests_computed(db_path):

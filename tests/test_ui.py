@@ -83,7 +83,7 @@ async def test_the_screen_fills_in_on_the_demo_feed(db_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(lambda: "Collecting data:" in chart(app, "zscore"), 10)  # no fake values
         assert re.search(r"Collecting data: \d / 4 bars", chart(app, "zscore"))  # W + 1
-        await wait_until(lambda: "rolling correlation" in chart(app, "corr"), 20)
+        await wait_until(lambda: "Collecting" not in chart(app, "corr"), 20)  # drawn
         await pilot.pause(0.5)
         status = text(app, StatusLine)
         assert "BTCUSDT/ETHUSDT  1s  W=3  L=40  demo connected" in status and "trades/s" in status

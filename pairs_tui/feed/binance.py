@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import CloseCode
 
@@ -148,7 +148,9 @@ class FrameDecoder(Generic[S]):
         self._event = kind.value
         self._envelope = msgspec.json.Decoder(_Envelope)
         self._head = msgspec.json.Decoder(_Head)
-        self._payload = msgspec.json.Decoder(_Trade if kind is StreamKind.TRADE else _AggTrade)
+        self._payload: msgspec.json.Decoder[TradeMsg] = msgspec.json.Decoder(
+            _Trade if kind is StreamKind.TRADE else _AggTrade
+        )
 
     def decode(self, frame: bytes | str) -> tuple[S, TradeMsg] | None:
         try:
@@ -288,7 +290,7 @@ class BinanceFeed:
         self._ready = asyncio.Event()
         self._drained = asyncio.Event()
         self._stop = asyncio.Event()
-        self._ws = None
+        self._ws: ClientConnection | None = None
         self._backpressured = False
 
     # -- the store side ---------------------------------------------------------------

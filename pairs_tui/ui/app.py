@@ -27,6 +27,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.events import Resize
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widgets import Footer, Static
 
 from pairs_tui.alerts import RuleError, value_text
@@ -227,7 +228,7 @@ class PairsApp(App[int]):
         self._rate = 0.0
         self._quitting = False
         self._refreshing = self._again = False
-        self._timer = None
+        self._timer: Timer | None = None
         self._events: deque[AlertEvent] = deque(maxlen=ALERT_LOG)  # the log panel's rows
         self.set_reactive(PairsApp.lean, lean)
 
@@ -425,9 +426,9 @@ class PairsApp(App[int]):
         self._show_status()
 
     # -- keys: the view ---------------------------------------------------------------
-    async def _change_view(self, **changes: object) -> None:
+    async def _change_view(self, **changes: str | int) -> None:
         try:
-            view = replace(self.session.view, **changes)
+            view = replace(self.session.view, **changes)  # type: ignore[arg-type]
         except ViewError as exc:
             self.say(str(exc), severity="warning")
             return

@@ -183,9 +183,9 @@ def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> T
                     marker=line.marker if mono else "hd",
                 )
         _y_axis(spec, height - 1 - (1 if height < COMPACT_BELOW else 2))
-        for y, color in spec.hlines:
-            if np.isfinite(y):
-                plt.hline(float(y), None if mono else color)
+        for level, color in spec.hlines:
+            if np.isfinite(level):
+                plt.hline(float(level), None if mono else color)
         if spec.cursor is not None:
             plt.vline(float(spec.cursor), None if mono else "white")
         if len(spec.ts_us) > 1:  # every chart spans the same bars, NaN head or not

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
@@ -18,6 +19,9 @@ from pairs_tui.alerts import AlertRule, RuleError, parse_rule
 from pairs_tui.bars import TIMEFRAMES
 from pairs_tui.model import SymbolError, normalise_symbols
 from pairs_tui.session import export_target
+
+if TYPE_CHECKING:
+    from pairs_tui.ui.app import PairsApp
 
 REFRESH_RANGE = (0.25, 5.0)
 
@@ -232,6 +236,10 @@ def literal(text: str) -> str:
 class PairCommands(Provider):
     """Everything the keys do, plus the commands that take an argument."""
 
+    @property
+    def cockpit(self) -> PairsApp:
+        return cast("PairsApp", self.app)
+
     async def discover(self) -> Hits:
         for s in FIXED:
             yield DiscoveryHit(s.title, partial(self._run, s), help=s.help)
@@ -239,7 +247,8 @@ class PairCommands(Provider):
             yield DiscoveryHit(title, partial(self.app.notify, how, title=title), help=how)
 
     async def search(self, query: str) -> Hits:
-        typed = list(interpret(query, self.app.available_themes, self.app.session.rules()))
+        app = self.cockpit
+        typed = list(interpret(query, app.available_themes, app.session.rules()))
         for s in typed:  # what was typed is text, never markup (`alert [/]` must not crash)
             yield Hit(1.0, literal(s.title), partial(self._run, s), s.title, literal(s.help))
         if typed:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
@@ -62,7 +62,7 @@ def alert_table(rules: Sequence[AlertRule], events: Sequence[AlertEvent]) -> Gro
         log.add_column()
     for e in reversed(events):
         log.add_row(_clock(e.fired_us), Text(e.rule), value_text(e.value))
-    parts = [head, listed]
+    parts: list[RenderableType] = [head, listed]
     if events:
         parts += [Text("fired (UTC)", style="bold"), log]
     return Group(*parts)
@@ -136,7 +136,7 @@ def stats_table(s: Summary, glances: tuple[Summary, ...] = ()) -> Group:
     notes = [Text(s.reason, style="yellow")] if s.reason else []
     if provisional(s):
         notes.append(Text(f"beta, alpha, R² provisional: {s.n_bars} / {MIN_TEST_BARS} bars"))
-    parts = [table, *notes, Text(conventions(s), style="dim")]
+    parts: list[RenderableType] = [table, *notes, Text(conventions(s), style="dim")]
     if glances:
         parts += [Text(""), _glance_table(glances)]
     # below the grid, so long lines wrap instead of squeezing the numbers out of view
