@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import polars as pl
 
-TIMEFRAMES: dict[str, int] = {"1s": 1_000_000, "1m": 60_000_000, "5m": 300_000_000}
+from pairs_tui.model import TIMEFRAMES
+
+__all__ = ["TIMEFRAMES", "empty_bars", "fold", "resample", "trades_frame"]
 
 TRADE_SCHEMA = {"ts_us": pl.Int64, "trade_id": pl.Int64, "price": pl.Utf8, "qty": pl.Utf8}
 BAR_SCHEMA = {

@@ -22,7 +22,16 @@ from pairs_tui.config import Config, ConfigError, apply, load_config
 from pairs_tui.crash import Crashed, report_crash
 from pairs_tui.feed.binance import check_ws_url
 from pairs_tui.ingest import RecordingStopped
-from pairs_tui.model import SymbolError, normalise_symbols, parse_span, printable
+from pairs_tui.model import (
+    LOOKBACK_MAX,
+    REFRESH_RANGE,
+    TIMEFRAMES,
+    WINDOW_RANGE,
+    SymbolError,
+    normalise_symbols,
+    parse_span,
+    printable,
+)
 from pairs_tui.store import StoreError, default_db_path
 
 if TYPE_CHECKING:
@@ -121,7 +130,7 @@ def refresh_option(what: str):
     return click.option(
         "--refresh",
         "refresh_every",
-        type=click.FloatRange(0.25, 5.0),
+        type=click.FloatRange(*REFRESH_RANGE),
         help=f"Seconds between {what} (config ui.refresh, default 0.5).",
     )
 
@@ -244,15 +253,15 @@ def _time(value: str | None, flag: str) -> int | None:
 
 
 view_options = [
-    click.option("--timeframe", type=click.Choice(["1s", "1m", "5m"]), help="Bar size."),
+    click.option("--timeframe", type=click.Choice(list(TIMEFRAMES)), help="Bar size."),
     click.option(
         "--window",
-        type=click.IntRange(2, 100_000),
+        type=click.IntRange(*WINDOW_RANGE),
         help="W: bars in rolling z-score and correlation.",
     ),
     click.option(
         "--lookback",
-        type=click.IntRange(4, 1_000_000),
+        type=click.IntRange(WINDOW_RANGE[0] + 2, LOOKBACK_MAX),
         help="L: joined bars for the hedge ratio and ADF.",
     ),
 ]

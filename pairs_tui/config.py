@@ -17,7 +17,15 @@ from typing import Any, get_type_hints
 import platformdirs
 
 from pairs_tui.feed.binance import DEFAULT_WS_URL, check_ws_url
-from pairs_tui.model import StreamKind, parse_span
+from pairs_tui.model import (
+    LOOKBACK_MAX,
+    REFRESH_RANGE,
+    TIMEFRAMES,
+    WINDOW_RANGE,
+    StreamKind,
+    one_of,
+    parse_span,
+)
 
 
 class ConfigError(ValueError):
@@ -190,9 +198,9 @@ def _alerts(entries: Any, source: str) -> tuple[AlertConfig, ...]:
             except SymbolError as exc:
                 raise ConfigError(f"{source}: {name}: {exc}") from None
         timeframe = entry.get("timeframe")
-        if timeframe is not None and timeframe not in ("1s", "1m", "5m"):
+        if timeframe is not None and timeframe not in TIMEFRAMES:
             raise ConfigError(
-                f"{source}: {name}: timeframe must be '1s', '1m' or '5m', not {timeframe!r}"
+                f"{source}: {name}: timeframe must be {one_of(TIMEFRAMES)}, not {timeframe!r}"
             )
         out.append(AlertConfig(rule, pair, timeframe))
     return tuple(out)
@@ -241,14 +249,17 @@ def _validate(config: Config, source: str) -> None:
         except ValueError as exc:
             fail("store.retention", f"is an {exc}")
     view = config.view
-    if view.timeframe not in ("1s", "1m", "5m"):
-        fail("view.timeframe", f"must be '1s', '1m' or '5m', not {view.timeframe!r}")
-    if view.window < 2:
-        fail("view.window", "must be at least 2")
+    if view.timeframe not in TIMEFRAMES:
+        fail("view.timeframe", f"must be {one_of(TIMEFRAMES)}, not {view.timeframe!r}")
+    if not WINDOW_RANGE[0] <= view.window <= WINDOW_RANGE[1]:
+        fail("view.window", f"must be from {WINDOW_RANGE[0]} to {WINDOW_RANGE[1]}")
     if view.lookback < view.window + 2:
         fail("view.lookback", f"must be at least view.window + 2 = {view.window + 2}")
-    if not 0.25 <= config.ui.refresh <= 5:
-        fail("ui.refresh", "must be between 0.25 and 5 seconds")
+    if view.lookback > LOOKBACK_MAX:
+        fail("view.lookback", f"must be at most {LOOKBACK_MAX}")
+    low, high = REFRESH_RANGE
+    if not low <= config.ui.refresh <= high:
+        fail("ui.refresh", f"must be between {low:g} and {high:g} seconds")
     if not 0 < config.demo.rate <= 100_000:
         fail("demo.rate", "must be greater than 0 and at most 100000")
 

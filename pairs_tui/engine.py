@@ -26,8 +26,15 @@ from pairs_tui.analytics import (
     spread_of,
     summarize,
 )
-from pairs_tui.bars import TIMEFRAMES, empty_bars, fold, resample, trades_frame
-from pairs_tui.model import AlertEvent, StreamKind
+from pairs_tui.bars import empty_bars, fold, resample, trades_frame
+from pairs_tui.model import (
+    LOOKBACK_MAX,
+    TIMEFRAMES,
+    WINDOW_RANGE,
+    AlertEvent,
+    StreamKind,
+    one_of,
+)
 from pairs_tui.store import TickStore
 
 _CHUNK = 500_000  # trades per read while loading history: bounds memory
@@ -49,16 +56,20 @@ class PairView:
 
     def __post_init__(self) -> None:
         if self.timeframe not in TIMEFRAMES:
-            raise ViewError(f"unknown timeframe {self.timeframe!r}: use one of 1s, 1m, 5m")
+            raise ViewError(f"unknown timeframe {self.timeframe!r}: use {one_of(TIMEFRAMES)}")
         if self.symbol_a == self.symbol_b:
             raise ViewError(f"a pair needs two different symbols, got {self.symbol_a} twice")
-        if self.window < 2:
-            raise ViewError(f"window must be at least 2 bars, got {self.window}")
+        low, high = WINDOW_RANGE
+        if not low <= self.window <= high:
+            bound = f"at least {low}" if self.window < low else f"at most {high:,}"
+            raise ViewError(f"window must be {bound} bars, got {self.window}")
         if self.lookback < self.window + 2:
             need = self.window + 2
             raise ViewError(
                 f"lookback must be at least window + 2 = {need} bars, got {self.lookback}"
             )
+        if self.lookback > LOOKBACK_MAX:
+            raise ViewError(f"lookback must be at most {LOOKBACK_MAX:,} bars, got {self.lookback}")
 
     @property
     def tf_us(self) -> int:

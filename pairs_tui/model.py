@@ -8,6 +8,7 @@ that is not per-trade is a frozen dataclass.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -19,6 +20,20 @@ from typing import TypeAlias
 TradeRow: TypeAlias = tuple[int, int, int, int | None, str, str, bool]
 # what made an alert fire: one metric's value, or each metric's for a rule reading several
 AlertValue: TypeAlias = float | dict[str, float | None] | None
+
+# The view's rules, each once: the CLI, the config file, the palette, the keys and the
+# help derive theirs from these (a 15m bar is one line here).
+TIMEFRAMES: dict[str, int] = {"1s": 1_000_000, "1m": 60_000_000, "5m": 300_000_000}  # µs
+WINDOW_RANGE = (2, 100_000)  # W, bars
+LOOKBACK_MAX = 1_000_000  # L, bars; at least W + 2
+REFRESH_RANGE = (0.25, 5.0)  # seconds between redraws (or watch's evaluations)
+
+
+def one_of(names: Iterable[str]) -> str:
+    """`'1s', '1m' or '5m'`: the choices, for a message."""
+    quoted = [f"'{n}'" for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
 
 _SYMBOL = re.compile(r"[a-z0-9]{2,20}")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

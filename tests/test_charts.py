@@ -61,7 +61,7 @@ def test_a_placeholder_names_its_chart_and_how_long_it_waits():
         "z-score (W=20)", np.arange(3), (Line(np.full(3, np.nan)),), needs=21, bar_s=60
     )
     assert waiting_for(at_1m) == (
-        "z-score (W=20)\nCollecting data: 3 / 21 bars, about 18 min - press 1 for 1 s bars"
+        "z-score (W=20)\nCollecting data: 3 / 21 bars, about 18 min - press 1 for 1s bars"
     )
     at_1s = ChartSpec("corr", np.arange(3), (Line(np.full(3, np.nan)),), needs=22, bar_s=1)
     assert waiting_for(at_1s) == "corr\nCollecting data: 3 / 22 bars, about 19 s"

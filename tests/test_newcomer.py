@@ -84,7 +84,7 @@ async def test_placeholders_say_what_they_wait_for_and_how_long(db_path):
         await pilot.pause(0.3)
         z = chart(app, "zscore")
         assert z.startswith("z-score (W=20)\nCollecting data: ")
-        assert re.search(r"/ 21 bars, about (19|20|21) min - press 1 for 1 s bars$", z), z
+        assert re.search(r"/ 21 bars, about (19|20|21) min - press 1 for 1s bars$", z), z
         await pilot.press("q")
 
 

@@ -322,7 +322,7 @@ def test_interpret_parses_arguments_and_explains_bad_ones():
     [hit] = interpret("export bars /no/such/dir/x.csv", themes)
     assert hit.action is None and "no directory /no/such/dir" in hit.help
     [hit] = interpret("tf 2m", themes)
-    assert hit.action is None and "use 1s, 1m or 5m" in hit.help
+    assert hit.action is None and "use '1s', '1m' or '5m'" in hit.help
     assert list(interpret("help", themes)) == []  # left to the fuzzy search
     [hit] = interpret("alert  abs(zscore)>2 cooldown 60s", themes)
     assert hit.title == "alerts: add abs(z) > 2 cooldown 1m"

@@ -34,6 +34,8 @@ from pairs_tui.alerts import RuleError, value_text
 from pairs_tui.analytics import MIN_OLS_BARS
 from pairs_tui.engine import PairSnapshot, PairView, ViewError
 from pairs_tui.model import (
+    REFRESH_RANGE,
+    TIMEFRAMES,
     AlertEvent,
     FeedState,
     FeedStats,
@@ -43,7 +45,7 @@ from pairs_tui.model import (
 )
 from pairs_tui.session import STORE_ERRORS, RecordingStopped, Session
 from pairs_tui.ui.charts import ChartSpec, Line, fingerprint, render, waiting_for
-from pairs_tui.ui.commands import REFRESH_RANGE, PairCommands
+from pairs_tui.ui.commands import PairCommands
 from pairs_tui.ui.help import HelpScreen
 from pairs_tui.ui.widgets import (
     AlertPanel,
@@ -166,9 +168,10 @@ class PairsApp(App[int]):
         Binding("question_mark", "help", "Help", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
         Binding("e", "export", "Export", id="export"),
-        Binding("1", "timeframe('1s')", "1s", id="timeframe-1s"),
-        Binding("2", "timeframe('1m')", "1m", id="timeframe-1m"),
-        Binding("3", "timeframe('5m')", "5m", id="timeframe-5m"),
+        *(
+            Binding(str(key), f"timeframe({tf!r})", tf, id=f"timeframe-{tf}")
+            for key, tf in enumerate(TIMEFRAMES, 1)
+        ),
         Binding("left_square_bracket", "window(-1)", "W-", id="window-down"),
         Binding("right_square_bracket", "window(1)", "W+", id="window-up"),
         Binding("minus", "lookback(-1)", "L-", id="lookback-down"),
@@ -179,7 +182,10 @@ class PairsApp(App[int]):
         Binding("escape", "live", "Live", id="live"),
     ]
     KEYS_HELP: ClassVar[list[tuple[str, str]]] = [  # not HELP: Textual's own, a str
-        ("1 2 3", "timeframe 1s / 1m / 5m"),
+        (
+            " ".join(str(key) for key, _ in enumerate(TIMEFRAMES, 1)),
+            f"timeframe {' / '.join(TIMEFRAMES)}",
+        ),
         ("[ ]", f"window W -/+ {WINDOW_STEP} bars"),
         ("- +", f"lookback L -/+ {LOOKBACK_STEP} bars"),
         ("space", "pause / resume the display (recording and alerts go on)"),

@@ -16,6 +16,8 @@ import numpy as np
 import plotext as plt
 from rich.text import Text
 
+from pairs_tui.model import TIMEFRAMES
+
 _LOCK = threading.Lock()
 COMPACT_BELOW = 12  # rows: shorter charts are drawn without a frame
 
@@ -98,8 +100,9 @@ def waiting_for(spec: ChartSpec) -> str | None:
     text = f"{spec.title}\nCollecting data: {have} / {spec.needs} bars"
     if spec.bar_s:
         text += f", about {_duration((spec.needs - have) * spec.bar_s)}"
-        if spec.bar_s > 1 and (spec.needs - have) * spec.bar_s > 60:
-            text += " - press 1 for 1 s bars"
+        shortest, shortest_us = next(iter(TIMEFRAMES.items()))  # key 1
+        if spec.bar_s > shortest_us / 1e6 and (spec.needs - have) * spec.bar_s > 60:
+            text += f" - press 1 for {shortest} bars"
     return text
 
 

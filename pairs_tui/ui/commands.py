@@ -16,14 +16,11 @@ from typing import TYPE_CHECKING, cast
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from pairs_tui.alerts import AlertRule, RuleError, parse_rule
-from pairs_tui.bars import TIMEFRAMES
-from pairs_tui.model import SymbolError, normalise_symbols
+from pairs_tui.model import REFRESH_RANGE, TIMEFRAMES, SymbolError, normalise_symbols, one_of
 from pairs_tui.session import export_target
 
 if TYPE_CHECKING:
     from pairs_tui.ui.app import PairsApp
-
-REFRESH_RANGE = (0.25, 5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +93,9 @@ def interpret(
         if tf in TIMEFRAMES:
             yield Suggestion(f"view: timeframe {tf}", f"bars of {tf}", f"timeframe({tf!r})")
         else:
-            yield _wrong(f"view: timeframe {tf}", f"unknown timeframe {tf!r}: use 1s, 1m or 5m")
+            yield _wrong(
+                f"view: timeframe {tf}", f"unknown timeframe {tf!r}: use {one_of(TIMEFRAMES)}"
+            )
 
 
 _RULE_ACTIONS = ("remove", "mute", "unmute")
@@ -189,7 +188,7 @@ def _refresh(args: list[str]) -> Suggestion:
         return _wrong(title, "type seconds: refresh 2")
     low, high = REFRESH_RANGE
     if not low <= seconds <= high:
-        return _wrong(title, f"refresh must be between {low} and {high} seconds")
+        return _wrong(title, f"refresh must be between {low:g} and {high:g} seconds")
     return Suggestion(
         f"display: refresh every {seconds:g} s", "redraw interval", f"refresh_every({seconds})"
     )
