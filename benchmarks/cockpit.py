@@ -43,7 +43,7 @@ cockpit connected to it with --ws-url, so the cockpit's CPU is what consuming a 
 costs, without generating the market (`--demo` runs the generator inside the cockpit's
 process: --embedded-feed measures that way instead).
 
-The naive baseline is the same program with `PairsApp(..., redraw_always=True)`: every
+The naive baseline is the same program with `make_app(..., redraw_always=True)`: every
 chart re-rendered and redrawn on every clock tick even when nothing changed. It is launched
 through `python -c` that sets that keyword and then runs the same CLI with the same
 arguments, so the session plan is the one the shipped app builds. (ii) and (iii) are
@@ -88,18 +88,13 @@ KEY_TIMEOUT = 2.0
 TARGET_START_S, TARGET_CPU_PCT, TARGET_KIB_S, TARGET_KEY_P95_MS = 2.0, 10.0, 30.0, 100.0
 
 NAIVE = """
+import functools
 import sys
+
+import pairs_tui.ui.app as ui
 from pairs_tui.cli import main
-from pairs_tui.ui.app import PairsApp
 
-shipped_init = PairsApp.__init__
-
-
-def naive_init(self, *args, **kwargs):
-    shipped_init(self, *args, **kwargs, redraw_always=True)
-
-
-PairsApp.__init__ = naive_init
+ui.make_app = functools.partial(ui.make_app, redraw_always=True)
 main(sys.argv[1:])
 """
 VARIANTS = ("shipped", "naive")

@@ -107,7 +107,7 @@ db_option = click.option(
     type=click.Path(path_type=Path),
     help="The SQLite tick store (default: the user data directory, or store.path).",
 )
-seed_option = click.option("--seed", type=int, help="Make the demo feed deterministic.")
+seed_option = click.option("--seed", type=int, help="Pick another demo market (default 1).")
 ws_url_option = click.option("--ws-url", help="Binance WebSocket base URL (ws:// or wss://).")
 duration_option = click.option(
     "--duration",
@@ -357,8 +357,7 @@ def cockpit(
 ) -> None:
     """The terminal cockpit for a pair: `pairs-tui btcusdt ethusdt`, or `pairs-tui` for
     the pair in the config file."""
-    from pairs_tui.session import Session
-    from pairs_tui.ui.app import PairsApp
+    from pairs_tui.ui import app as ui  # looked up when run: the benchmark swaps make_app
 
     config = _config(
         config_file,
@@ -385,8 +384,8 @@ def cockpit(
         rules=_rule_specs(config, alerts, view),
     )
     export_dir = _expand(Path(config.export.dir)) if config.export.dir else None
-    app = PairsApp(
-        Session(plan),
+    app = ui.make_app(
+        plan,
         refresh_every=config.ui.refresh,
         lean=config.ui.lean,
         export_dir=export_dir,

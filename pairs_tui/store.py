@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TypeAlias, TypeVar
@@ -446,10 +447,11 @@ class TickStore:
         try:
             cursor = await conn.executemany(_INSERT_TRADE, rows)
             inserted = cursor.rowcount
-            if gaps:
+            missing = [g for g in [await self._unstored(g) for g in gaps] if g is not None]
+            if missing:
                 await conn.executemany(
                     _INSERT_GAP,
-                    [(g.symbol, g.kind.value, g.from_id, g.to_id, g.detected_us) for g in gaps],
+                    [(g.symbol, g.kind.value, g.from_id, g.to_id, g.detected_us) for g in missing],
                 )
             await conn.execute("COMMIT")
         except BaseException:
@@ -457,6 +459,27 @@ class TickStore:
                 await conn.execute("ROLLBACK")
             raise
         return max(inserted, 0)
+
+    async def _unstored(self, gap: Gap) -> Gap | None:
+        """The part of a gap the store does not hold: another recorder on the same file
+        may have stored those trades (it started first), so they are no gap at all."""
+        cursor = await self._conn.execute(
+            f"SELECT count(*), min(trade_id), max(trade_id) FROM trades"
+            f" WHERE series = {_SERIES} AND trade_id BETWEEN ? AND ?",
+            (gap.symbol, gap.kind.value, gap.from_id, gap.to_id),
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        held, low, high = row
+        if not held:
+            return gap
+        if held == gap.missing:
+            return None
+        if low == gap.from_id and high == low + held - 1:  # the start is stored
+            return replace(gap, from_id=high + 1)
+        if high == gap.to_id and low == high - held + 1:  # the end is stored
+            return replace(gap, to_id=low - 1)
+        return gap  # holes between stored trades: the span as the feed saw it
 
     @asynccontextmanager
     async def bulk(self) -> AsyncIterator[Callable[[Sequence[ImportRow]], Awaitable[int]]]:

@@ -23,7 +23,7 @@ REL = 1e-9
 
 
 def demo_closes(seed: int, seconds: int = 700) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    market = SyntheticMarket(seed=seed, rate=20)
+    market = SyntheticMarket(seed=seed, rate=20, start_ms=1_735_689_600_000)  # a fixed tape
     market.add("BTCUSDT")
     market.add("ETHUSDT")
     closes: dict[str, dict[int, float]] = {"BTCUSDT": {}, "ETHUSDT": {}}

@@ -260,14 +260,14 @@ async def test_record_through_every_fault_in_a_row(tmp_path, isolated_home):
 
 
 async def test_the_cockpit_survives_resizes_and_key_mashing_during_reconnects(db_path, tmp_path):
-    from pairs_tui.ui.app import PairsApp
+    from pairs_tui.ui.app import make_app
     from pairs_tui.ui.widgets import StatusLine
 
     server = await DemoServer(
         record_delivered=True, seed=8, rate=100, faults=Faults(cut_every=25)
     ).start()
     plan = SessionPlan(PairView(*PAIR, "1s", 5, 60), db_path, replace(FAST, ws_url=server.url))
-    app = PairsApp(Session(plan), refresh_every=0.25, export_dir=tmp_path)
+    app = make_app(plan, refresh_every=0.25, export_dir=tmp_path)
     keys = ["1", "2", "3", "left_square_bracket", "right_square_bracket", "minus", "plus"]
     keys += ["space", "left", "right", "escape", "e"]
     sizes = [(80, 24), (160, 48), (40, 12), (30, 8), (120, 40), (100, 30), (200, 60)]

@@ -20,9 +20,9 @@ from textual.widgets._footer import FooterKey
 
 from pairs_tui.engine import PairView
 from pairs_tui.feed.binance import FeedOptions
-from pairs_tui.session import Session, SessionPlan
+from pairs_tui.session import SessionPlan
 from pairs_tui.store import StoreError, TickStore
-from pairs_tui.ui.app import PairsApp
+from pairs_tui.ui import app as ui
 from pairs_tui.ui.commands import interpret
 from pairs_tui.ui.widgets import StatsPanel, StatusLine
 
@@ -139,7 +139,7 @@ async def test_keys_refuse_an_impossible_view_with_the_palettes_words(db_path):
 async def test_the_header_says_why_there_is_no_feed(db_path):
     nowhere = FeedOptions(ws_url="ws://127.0.0.1:9", backoff_max=1)  # nothing listens
     plan = SessionPlan(PairView("BTCUSDT", "ETHUSDT", "1s", 3, 40), db_path, nowhere)
-    app = PairsApp(Session(plan), refresh_every=0.25)
+    app = ui.make_app(plan, refresh_every=0.25)
     async with app.run_test(size=(200, 40)) as pilot:
         await wait_until(lambda: "reconnecting" in text(app, StatusLine), 10)
         header = text(app, StatusLine)

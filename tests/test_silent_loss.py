@@ -17,7 +17,7 @@ from pairs_tui.feed.binance import FeedOptions
 from pairs_tui.model import StreamKind
 from pairs_tui.session import Session, SessionPlan
 from pairs_tui.store import TickStore
-from pairs_tui.ui.app import PairsApp
+from pairs_tui.ui.app import make_app
 from pairs_tui.ui.widgets import StatusLine
 
 STORED_UP_TO = 5_000
@@ -76,7 +76,7 @@ async def test_the_cockpit_header_and_a_toast_say_it(tmp_path):
     async with serve(old_trades, "127.0.0.1", 0, compression=None) as server:
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         view = PairView("BTCUSDT", "ETHUSDT", "1s", 3, 40)
-        app = PairsApp(Session(SessionPlan(view, db, FeedOptions(ws_url=url))), refresh_every=0.25)
+        app = make_app(SessionPlan(view, db, FeedOptions(ws_url=url)), refresh_every=0.25)
         async with app.run_test(size=(200, 40), notifications=True) as pilot:
             await wait_until(
                 lambda: "NOTHING RECORDED" in str(app.query_one(StatusLine).render()), 15

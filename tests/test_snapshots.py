@@ -14,15 +14,15 @@ import pytest
 from conftest import store_tape, wait_until
 
 from pairs_tui.engine import PairView
-from pairs_tui.session import Session, SessionPlan
-from pairs_tui.ui.app import CHARTS, PairsApp
+from pairs_tui.session import SessionPlan
+from pairs_tui.ui.app import CHARTS, PairsApp, make_app
 from pairs_tui.ui.widgets import ChartView
 
 
 def replayed(db_path) -> PairsApp:
     asyncio.run(store_tape(db_path, 900))
     plan = SessionPlan(PairView("BTCUSDT", "ETHUSDT", "1s", 20, 300), db_path, feed=None)
-    return PairsApp(Session(plan), refresh_every=0.25)
+    return make_app(plan, refresh_every=0.25)
 
 
 async def settled(pilot) -> None:

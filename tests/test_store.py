@@ -66,6 +66,23 @@ async def test_gaps_are_stored_with_the_batch(db_path):
     assert gap.missing == 3
 
 
+async def test_a_gap_another_recorder_filled_is_not_recorded(db_path):
+    """Two recorders on one file: the later one's tracking starts at the store's last id
+    and may take trades the first one stored meanwhile for missing ones."""
+    async with await TickStore.open(db_path) as store:
+        s = (await store.series_ids(["ETHUSDT"], StreamKind.TRADE))["ETHUSDT"]
+        await store.write([row(i, s) for i in (10, 11, 12, 20, 21, 31, 33)])
+
+        def gap(a: int, b: int) -> Gap:
+            return Gap("ETHUSDT", StreamKind.TRADE, a, b, 99)
+
+        await store.write(
+            [row(50, s)],
+            [gap(10, 12), gap(20, 25), gap(18, 21), gap(30, 34), gap(40, 45)],
+        )
+        assert await store.gaps() == [gap(22, 25), gap(18, 19), gap(30, 34), gap(40, 45)]
+
+
 async def test_a_file_that_is_not_sqlite_is_refused(tmp_path):
     path = tmp_path / "notes.db"
     path.write_text("these are my notes, not a database\n" * 50)

@@ -22,7 +22,8 @@ from pairs_tui.alerts import AlertRule, parse_rule
 from pairs_tui.cli import main
 from pairs_tui.engine import PairView
 from pairs_tui.feed.binance import FeedOptions
-from pairs_tui.session import Session, SessionPlan
+from pairs_tui.session import SessionPlan
+from pairs_tui.ui import app as ui
 from pairs_tui.ui.app import CHARTS, PairsApp
 from pairs_tui.ui.commands import interpret, literal
 from pairs_tui.ui.help import HelpScreen
@@ -39,7 +40,7 @@ def make_app(db_path, *, window=3, lookback=40, timeframe="1s", feed=True, **opt
         demo_rate=40.0,
         flush_interval=0.1,
     )
-    return PairsApp(Session(plan), refresh_every=0.25, **options)
+    return ui.make_app(plan, refresh_every=0.25, **options)
 
 
 def exit_code(args: list[str]) -> int:

@@ -4,32 +4,68 @@
 the real pipeline offline. Tests use the same server with fault injection (`Faults`)
 to break connections on purpose and `delivered` to check that nothing was lost.
 
-The market: every symbol's log price is a loading on one common random walk plus its
-own mean-reverting (Ornstein-Uhlenbeck) spread with occasional 2-3 sigma kicks, so any
-two symbols are cointegrated and a pair's z-score swings within a minute.
+The market is a function of the seed and the wall clock, not a simulation that starts
+when the process does: the price at 12:00:05 is the same whichever process computes it,
+a restart continues the same price path, and two demo processes running at once send
+the very same trades (ids, times, prices, quantities, sides), so a store they share
+keeps each trade once. Every symbol's log price is a loading on one common random walk
+plus its own mean-reverting (Ornstein-Uhlenbeck) spread with occasional 2-3 sigma kicks,
+so any two symbols are cointegrated and a pair's z-score swings within a minute.
+
+How each part is computed from time alone (all randomness is a counter-based hash of
+(seed, symbol, what, index), never a generator's state; t is measured from `EPOCH_MS`):
+
+- Trades and ids. Per symbol, trade n (ids 0, 1, 2, ... consecutive, like Binance's)
+  lies in slot s = n // 16, which spans 16/rate seconds; a slot's 16 trades sit at the
+  sorted positions of 16 hashed uniforms within it (Poisson-like inside a slot, exactly
+  `rate` trades/s on average). Times never decrease along the ids, and the id at any
+  instant is found in O(1) (the slot of that instant, and its neighbours). The id space
+  depends on the rate: another `demo.rate` numbers the trades differently (the prices,
+  a function of time only, stay the same).
+- Common walk. An OU process with a half-life of 12 hours: locally a random walk with
+  `_COMMON_VOL`, but bounded over the years (its stationary sigma is 7 %), so each
+  symbol's price stays in its range (it is centred so that ±2.5 sigma fits). Its values
+  at anchors every 2^16 grid steps (54.6 min) are the exact OU recursion run from 0 over
+  the 264 anchors before (20 half-lives: the start is forgotten to 1e-6); between two
+  anchors a Brownian bridge is filled in by random midpoint displacement (Lévy's
+  construction) down to the 50 ms grid, one block at a time, cached.
+- Spread. Per symbol an OU with a 12 s half-life on the 50 ms grid: its value over a
+  segment of 2^14 steps (13.7 min) is the exact recursion, with the kicks (the state set
+  to ±2-3 sigma, on average every 30 s), run from 0 starting 2^13 steps (410 s, 34
+  half-lives) before the segment, once per segment, cached.
+
+A trade's price is the grid value at the 50 ms step holding its time, off by half the
+bid-ask spread towards its side. The hashes are integer arithmetic, the normals sums of
+four 16-bit uniforms (Irwin-Hall: + and * only), the recursions fixed loops of Python
+floats, so every process computes the same floats and prices. A market computes each
+symbol's trades ahead, in batches of a quarter second (at least 64 ids), and hands them
+out as the clock passes them: about 0.7 % of a core for 2 symbols at 2,000 trades/s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
-import os
 import random
 import time
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from itertools import islice
+from operator import attrgetter
+from statistics import NormalDist
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
+import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-# Start-price ranges for well-known symbols; anything else starts at 100.
+# Price ranges for well-known symbols; anything else trades around 100.
 _START_PRICES: dict[str, tuple[float, float]] = {
     "BTCUSDT": (60_000.0, 100_000.0),
     "ETHUSDT": (2_000.0, 4_000.0),
@@ -38,10 +74,31 @@ _START_PRICES: dict[str, tuple[float, float]] = {
     "ETHBTC": (0.03, 0.06),
 }
 _COMMON_VOL = 4e-4  # common random walk, per sqrt(second)
+_COMMON_HALF_LIFE = 12 * 3600.0  # seconds: over days the common walk stays near its centre
 _SPREAD_STD = 1.5e-3  # stationary std of each symbol's OU spread
 _HALF_LIFE = 12.0  # seconds
 _KICK_EVERY = 30.0  # mean seconds between 2-3 sigma excursions, per symbol
 _BOUNCE = 0.5e-4  # half the bid-ask spread, relative
+
+DEFAULT_SEED = 1  # without --seed every demo run shows the same market
+EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z: trade 0 of every symbol, at any rate
+STEP_MS = 50  # the price grid
+_SLOT = 16  # trades per arrival slot
+_SEGMENT_BITS = 14  # spread: 2^14 grid steps per segment
+_SPREAD_WARMUP = 1 << 13  # spread: steps run from 0 before a segment
+_BLOCK_BITS = 16  # common walk: 2^16 grid steps between anchors
+_ANCHOR_WARMUP = 264  # common walk: anchors run from 0 before an anchor (20 half-lives)
+_CHUNK = 1 << 16  # ids computed at once
+_MAX_CATCH_UP_MS = 10_000  # a server clock this far behind skips ahead (a gap) instead
+
+_STEP_S = STEP_MS / 1000
+_SPREAD_PHI = 2.0 ** (-_STEP_S / _HALF_LIFE)
+_SPREAD_SHOCK = _SPREAD_STD * math.sqrt(1 - _SPREAD_PHI**2)
+_KICK_P = _STEP_S / _KICK_EVERY
+_COMMON_STD = _COMMON_VOL * math.sqrt(_COMMON_HALF_LIFE / (2 * math.log(2)))
+_BLOCK_S = (1 << _BLOCK_BITS) * _STEP_S
+_ANCHOR_PHI = 2.0 ** (-_BLOCK_S / _COMMON_HALF_LIFE)
+_ANCHOR_SHOCK = _COMMON_STD * math.sqrt(1 - _ANCHOR_PHI**2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,101 +111,368 @@ class DemoTrade:
     buyer_maker: bool
 
 
+# -- counter-based randomness -------------------------------------------------------------
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_U16 = np.uint64(0xFFFF)
+_SQRT3 = math.sqrt(3.0)
+
+
+def _key(*parts: object) -> np.uint64:
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return np.uint64(int.from_bytes(digest, "little"))
+
+
+def _hash(key: np.uint64, index: np.ndarray) -> np.ndarray:
+    """SplitMix64 of key + index * golden ratio: 64 random bits per index (uint64)."""
+    z = index.astype(np.uint64) * _GOLDEN + key
+    z ^= z >> np.uint64(30)
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _uniform(bits: np.ndarray) -> np.ndarray:
+    """[0, 1) from the top 53 bits: exact."""
+    return (bits >> np.uint64(11)).astype(np.float64) * (2.0**-53)
+
+
+def _normal(bits: np.ndarray) -> np.ndarray:
+    """About N(0, 1), within ±3.46: the sum of four 16-bit uniforms, with + and * only,
+    so every process gets the very same floats."""
+    s = (bits & _U16) + ((bits >> np.uint64(16)) & _U16)
+    s += ((bits >> np.uint64(32)) & _U16) + (bits >> np.uint64(48))
+    return ((s.astype(np.float64) + 2.0) * (1.0 / 65536.0) - 2.0) * _SQRT3
+
+
+def _piecewise(k: np.ndarray, bits: int, part) -> np.ndarray:
+    """`part(j)[k - (j << bits)]` for sorted grid steps k spanning blocks j = k >> bits."""
+    blocks = k >> bits
+    first, last = int(blocks[0]), int(blocks[-1])
+    if first == last:
+        return part(first)[k - (first << bits)]
+    out = np.empty(len(k))
+    for j in range(first, last + 1):
+        lo, hi = np.searchsorted(blocks, [j, j + 1])
+        if hi > lo:
+            out[lo:hi] = part(j)[k[lo:hi] - (j << bits)]
+    return out
+
+
+class _Cache(dict):
+    """A small dict that forgets its oldest entry."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key, value):
+        if len(self) >= self.size:
+            del self[next(iter(self))]
+        self[key] = value
+        return value
+
+
+# -- the market as a function of time -------------------------------------------------------
+class _CommonWalk:
+    """The common factor on the 50 ms grid: anchors by OU recursion, bridges between."""
+
+    def __init__(self, seed: int) -> None:
+        self._anchor_key = _key(seed, "common", "anchor")
+        self._bridge_key = _key(seed, "common", "bridge")
+        self._anchors = _Cache(64)
+        self._blocks = _Cache(3)
+
+    def anchor(self, j: int) -> float:
+        if (x := self._anchors.get(j)) is not None:
+            return x
+        shocks = _normal(_hash(self._anchor_key, np.arange(j - _ANCHOR_WARMUP, j + 1)))
+        x, phi, scale = 0.0, _ANCHOR_PHI, _ANCHOR_SHOCK
+        for z in shocks.tolist():
+            x = phi * x + scale * z
+        return self._anchors.put(j, x)
+
+    def block(self, j: int) -> np.ndarray:
+        """The walk at grid steps j·2^16 ... (j+1)·2^16 (both anchors included)."""
+        if (values := self._blocks.get(j)) is not None:
+            return values
+        n = 1 << _BLOCK_BITS
+        values = np.empty(n + 1)
+        values[0], values[n] = self.anchor(j), self.anchor(j + 1)
+        z = _normal(_hash(self._bridge_key, np.arange(j * n, (j + 1) * n)))
+        step = n
+        while step > 1:  # the midpoint of each interval, given its ends
+            half = step // 2
+            sd = _COMMON_VOL * math.sqrt(step * _STEP_S) / 2
+            ends = values[0:n:step] + values[step : n + 1 : step]
+            values[half:n:step] = ends * 0.5 + z[half:n:step] * sd
+            step = half
+        return self._blocks.put(j, values)
+
+    def at(self, k: np.ndarray) -> np.ndarray:
+        return _piecewise(k, _BLOCK_BITS, self.block)
+
+
+class _Tape:
+    """One symbol of one seed: its constants, arrivals, spread and trades."""
+
+    def __init__(self, seed: int, symbol: str, common: _CommonWalk) -> None:
+        self.symbol = symbol
+        self.common = common
+        rng = random.Random(f"{seed}:{symbol}")
+        self.loading = 1.0 if symbol == "BTCUSDT" else rng.uniform(0.8, 1.5)
+        low, high = _START_PRICES.get(symbol, (100.0, 100.0))
+        half = (math.log(high) - math.log(low)) / 2
+        slack = max(0.0, half - 2.5 * self.loading * _COMMON_STD)  # stay inside the range
+        self.log_mid = math.log(low) + half + rng.uniform(-slack, slack)
+        mid = math.exp(self.log_mid)
+        self.decimals = max(2, min(8, 6 - math.floor(math.log10(mid))))
+        # 4096 quantiles of the lognormal quantity, median 0.05 / price^(1/4)
+        unit = NormalDist()
+        scale = 0.05 / math.exp(self.log_mid / 4)
+        self.qtys = [
+            f"{max(1e-5, scale * math.exp(unit.inv_cdf((i + 0.5) / 4096))):.5f}000"
+            for i in range(4096)
+        ]
+        self._arrival = _key(seed, symbol, "arrival")
+        self._side = _key(seed, symbol, "side")
+        self._shock = _key(seed, symbol, "shock")
+        self._kick = _key(seed, symbol, "kick")
+        self._kick_size = _key(seed, symbol, "kick size")
+        self._segments = _Cache(3)
+
+    # -- prices
+    def segment(self, c: int) -> np.ndarray:
+        """The spread at grid steps c·2^14 ... (c+1)·2^14 - 1."""
+        if (values := self._segments.get(c)) is not None:
+            return values
+        first = (c << _SEGMENT_BITS) - _SPREAD_WARMUP
+        index = np.arange(first, (c + 1) << _SEGMENT_BITS)
+        shocks = (_normal(_hash(self._shock, index)) * _SPREAD_SHOCK).tolist()
+        u = _uniform(_hash(self._kick, index))
+        at = np.flatnonzero(u < _KICK_P)
+        size = (_uniform(_hash(self._kick_size, index[at])) + 2.0) * _SPREAD_STD
+        kicks = np.where(u[at] < _KICK_P / 2, -size, size).tolist()
+        out: list[float] = []
+        x, phi, done = 0.0, _SPREAD_PHI, 0
+        for pos, kick in zip([*at.tolist(), len(shocks)], [*kicks, 0.0], strict=True):
+            for s in shocks[done:pos]:
+                x = phi * x + s
+                out.append(x)
+            if pos < len(shocks):  # the kick replaces the state
+                x = kick
+                out.append(x)
+            done = pos + 1
+        return self._segments.put(c, np.array(out[_SPREAD_WARMUP:]))
+
+    def log_prices(self, k: np.ndarray) -> np.ndarray:
+        """ln(price) at sorted grid steps k (steps of `STEP_MS` since `EPOCH_MS`)."""
+        spread = _piecewise(k, _SEGMENT_BITS, self.segment)
+        return self.log_mid + self.loading * self.common.at(k) + spread
+
+    # -- arrivals
+    def times(self, first: int, stop: int, period_ms: float) -> np.ndarray:
+        """Trade times in ms since `EPOCH_MS` of ids first ... stop - 1 (non-decreasing)."""
+        s0, s1 = first // _SLOT, -(-stop // _SLOT)
+        u = _uniform(_hash(self._arrival, np.arange(s0 * _SLOT, s1 * _SLOT)))
+        u = np.sort(u.reshape(-1, _SLOT), axis=1)
+        u += np.arange(s0, s1, dtype=np.float64)[:, None]
+        ms = np.floor(u.reshape(-1) * (period_ms * _SLOT)).astype(np.int64)
+        return ms[first - s0 * _SLOT : stop - s0 * _SLOT]
+
+    def id_at(self, rel_ms: int, period_ms: float) -> int:
+        """The first id whose time (ms since `EPOCH_MS`) is at or after `rel_ms`."""
+        if rel_ms <= 0:
+            return 0
+        slot = int(rel_ms // (period_ms * _SLOT))  # the slot of that instant
+        first = max(0, (slot - 1) * _SLOT)
+        times = self.times(first, (slot + 2) * _SLOT, period_ms)
+        return first + int(np.searchsorted(times, rel_ms, "left"))
+
+    def trades(
+        self, first: int, end_ms: int, period_ms: float, limit: int = _CHUNK
+    ) -> list[DemoTrade]:
+        """Ids from `first` on whose time is before `end_ms` (absolute), at most `limit`."""
+        end_rel = end_ms - EPOCH_MS
+        # id n lies in slot n // 16, so its time is at least (n - 15) * period_ms
+        stop = min(first + limit, int(end_rel // period_ms) + 2 * _SLOT)
+        if end_rel <= 0 or stop <= first:
+            return []
+        rel = self.times(first, stop, period_ms)
+        return self._build(first, rel[: int(np.searchsorted(rel, end_rel, "left"))])
+
+    def batch(self, first: int, stop: int, period_ms: float) -> list[DemoTrade]:
+        """Ids first ... stop - 1."""
+        return self._build(first, self.times(first, stop, period_ms))
+
+    def _build(self, first: int, rel: np.ndarray) -> list[DemoTrade]:
+        """The trades from id `first` on, at these times (ms since `EPOCH_MS`)."""
+        count = len(rel)
+        if not count:
+            return []
+        log_prices = self.log_prices(rel // STEP_MS).tolist()
+        side = _hash(self._side, np.arange(first, first + count))
+        makers = (side & np.uint64(1)).astype(bool).tolist()
+        qtys = [self.qtys[i] for i in ((side >> np.uint64(1)) & np.uint64(4095)).tolist()]
+        symbol, decimals, exp = self.symbol, self.decimals, math.exp
+        bounce = {True: 1 - _BOUNCE, False: 1 + _BOUNCE}  # a seller hits the bid
+        text: dict[tuple[float, bool], str] = {}  # busy tapes: many trades per grid step
+        out = []
+        for n, t, lp, m, q in zip(
+            range(first, first + count),
+            (rel + EPOCH_MS).tolist(),
+            log_prices,
+            makers,
+            qtys,
+            strict=True,
+        ):
+            if (price := text.get((lp, m))) is None:
+                price = text[lp, m] = f"{round(exp(lp) * bounce[m], decimals):.8f}"
+            out.append(DemoTrade(symbol, n, t, price, q, m))
+        return out
+
+
 @dataclass(slots=True)
 class _Instrument:
-    symbol: str
-    rng: random.Random
-    log_p0: float
-    loading: float
-    decimals: int
-    next_id: int
-    next_arrival: float
-    spread: float = 0.0
+    tape: _Tape
+    rng: random.Random  # for the skipped-ids fault only
+    next_id: int | None = None  # the next id to compute; None: from the market's clock
+    ahead: list[DemoTrade] = field(default_factory=list)  # computed, not produced yet
+    ahead_ms: list[int] = field(default_factory=list)  # their times
+    pos: int = 0  # the next of `ahead` to produce
+    emitted: int = 0
+    skip: int = 0  # ids still to leave out (fault)
 
 
 class SyntheticMarket:
-    """Deterministic for a given seed: the same symbols get the same tape."""
+    """The demo market of one seed, produced in time order from `start_ms` on.
+
+    Its trades and prices depend on the seed, the symbol, the rate and the time only:
+    two markets of one seed and rate give the very same trades for the same interval,
+    whenever they start. `advance_to(t)` gives the trades of the next stretch up to `t`
+    seconds after `start_ms` (wall-clock now unless given: a fixed start replays the very
+    same tape); `trades_between` gives any interval of any symbol without state."""
 
     def __init__(
         self,
         seed: int | None = None,
         rate: float = 20.0,
         *,
-        dt: float = 0.05,
-        start_ms: int | None = None,  # a fixed start replays the very same tape
+        dt: float = 0.05,  # kept for old callers: the price grid is fixed at STEP_MS
+        start_ms: int | None = None,
     ):
-        self.seed = seed if seed is not None else int.from_bytes(os.urandom(4), "big")
-        self.rate = rate
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"rate must be a positive number, not {rate!r}")
+        self.seed = DEFAULT_SEED if seed is None else seed
+        self.rate = float(rate)
         self.dt = dt
         self.start_ms = start_ms if start_ms is not None else time.time_ns() // 1_000_000
-        # ids start at the start time in µs, so a later run never reuses a recorded id
-        self._first_id = self.start_ms * 1000
-        self._common_rng = random.Random(f"{self.seed}:common")
-        self._common = 0.0
-        self.now = 0.0  # virtual seconds since start
+        self.now = 0.0  # seconds since start_ms produced so far
+        self._cut_ms: int | None = None  # trades before this time have been produced
+        self._period_ms = 1000.0 / self.rate  # mean ms between two trades of a symbol
+        self._common = _CommonWalk(self.seed)
+        self._tapes: dict[str, _Tape] = {}
         self._instruments: dict[str, _Instrument] = {}
-        self.skip_ids_every = 0  # fault: jump ids after every N trades of a symbol
+        self.skip_ids_every = 0  # fault: leave out 1-3 ids after every N trades of a symbol
+
+    @property
+    def cut_ms(self) -> int:
+        """Every trade before this time (ms) has been produced."""
+        return self.start_ms if self._cut_ms is None else self._cut_ms
 
     def add(self, symbol: str) -> None:
+        """Produce this symbol's trades too, from the market's clock on."""
         symbol = symbol.upper()
-        if symbol in self._instruments:
-            return
-        rng = random.Random(f"{self.seed}:{symbol}")
-        low, high = _START_PRICES.get(symbol, (100.0, 100.0))
-        p0 = rng.uniform(low, high)
-        decimals = max(2, min(8, 6 - math.floor(math.log10(p0))))
-        self._instruments[symbol] = _Instrument(
-            symbol=symbol,
-            rng=rng,
-            log_p0=math.log(p0),
-            loading=1.0 if symbol == "BTCUSDT" else rng.uniform(0.8, 1.5),
-            decimals=decimals,
-            next_id=self._first_id,
-            next_arrival=self.now + rng.expovariate(self.rate),
-        )
+        if symbol not in self._instruments:
+            rng = random.Random(f"{self.seed}:{symbol}:faults")
+            self._instruments[symbol] = _Instrument(self._tape(symbol), rng)
 
     def advance_to(self, t: float) -> list[DemoTrade]:
-        """Step the market up to virtual time `t`; the trades, in time order."""
+        """The trades up to `t` seconds after `start_ms` not produced yet, in time order."""
+        return self.advance_until(self.start_ms + round(t * 1000))
+
+    def advance_until(self, end_ms: int) -> list[DemoTrade]:
+        """The trades before `end_ms` (ms since the Unix epoch) not produced yet, in time
+        order (each symbol's in id order)."""
+        cut = self.cut_ms
+        if end_ms <= cut:
+            return []
         out: list[DemoTrade] = []
-        while self.now + self.dt <= t:
-            out.extend(self._step())
-        out.sort(key=lambda tr: tr.time_ms)
+        ahead = max(64, int(self.rate / 4))  # ids computed at once: 0.25 s, or 64
+        for ins in self._instruments.values():
+            if ins.next_id is None:
+                ins.next_id = ins.tape.id_at(cut - EPOCH_MS, self._period_ms)
+            while True:
+                if ins.pos == len(ins.ahead):
+                    first, ins.next_id = ins.next_id, ins.next_id + ahead
+                    ins.ahead = ins.tape.batch(first, ins.next_id, self._period_ms)
+                    ins.ahead_ms = [t.time_ms for t in ins.ahead]
+                    ins.pos = 0
+                stop = bisect_left(ins.ahead_ms, end_ms, ins.pos)
+                due = ins.ahead[ins.pos : stop]
+                ins.pos = stop
+                out.extend(self._skipping(ins, due) if self.skip_ids_every else due)
+                if stop < len(ins.ahead):
+                    break
+        self._cut_ms = end_ms
+        self.now = (end_ms - self.start_ms) / 1000
+        if len(self._instruments) > 1:
+            out.sort(key=attrgetter("time_ms"))  # stable: each symbol keeps its id order
         return out
 
-    def _step(self) -> Iterable[DemoTrade]:
-        dt = self.dt
-        self._common += _COMMON_VOL * math.sqrt(dt) * self._common_rng.gauss(0.0, 1.0)
-        theta = math.log(2) / _HALF_LIFE
-        sigma = _SPREAD_STD * math.sqrt(2 * theta)
-        end = self.now + dt
+    def skip_until(self, end_ms: int) -> None:
+        """Move the clock to `end_ms` without producing the trades before it."""
+        if end_ms <= self.cut_ms:
+            return
         for ins in self._instruments.values():
-            rng = ins.rng
-            ins.spread += -theta * ins.spread * dt + sigma * math.sqrt(dt) * rng.gauss(0.0, 1.0)
-            if rng.random() < dt / _KICK_EVERY:
-                ins.spread = rng.choice((-1, 1)) * rng.uniform(2.0, 3.0) * _SPREAD_STD
-            log_price = ins.log_p0 + ins.loading * self._common + ins.spread
-            while ins.next_arrival < end:
-                yield self._trade(ins, log_price)
-                ins.next_arrival += rng.expovariate(self.rate)
-        self.now = end
+            ins.next_id = ins.tape.id_at(end_ms - EPOCH_MS, self._period_ms)
+            if ins.pos < len(ins.ahead):  # never go back
+                ins.next_id = max(ins.next_id, ins.ahead[ins.pos].trade_id)
+            ins.ahead, ins.ahead_ms, ins.pos = [], [], 0
+        self._cut_ms = end_ms
+        self.now = (end_ms - self.start_ms) / 1000
 
-    def _trade(self, ins: _Instrument, log_price: float) -> DemoTrade:
-        rng = ins.rng
-        maker = rng.random() < 0.5
-        price = math.exp(log_price) * (1 + (_BOUNCE if not maker else -_BOUNCE))
-        qty = max(1e-5, rng.lognormvariate(math.log(0.05), 1.0) / math.exp(ins.log_p0 / 4))
-        trade = DemoTrade(
-            symbol=ins.symbol,
-            trade_id=ins.next_id,
-            time_ms=self.start_ms + int(ins.next_arrival * 1000),
-            price=f"{round(price, ins.decimals):.8f}",
-            qty=f"{qty:.5f}000",
-            buyer_maker=maker,
-        )
-        ins.next_id += 1
-        if self.skip_ids_every and (ins.next_id - self._first_id) % self.skip_ids_every == 0:
-            ins.next_id += 1 + rng.randrange(3)
-        return trade
+    def trades_between(self, symbol: str, start_ms: int, end_ms: int) -> list[DemoTrade]:
+        """Every trade of `symbol` from `start_ms` (included) to `end_ms` (excluded), in
+        id order, as any market of this seed and rate produces them at any time."""
+        tape = self._tape(symbol.upper())
+        next_id = tape.id_at(start_ms - EPOCH_MS, self._period_ms)
+        out: list[DemoTrade] = []
+        while True:
+            trades = tape.trades(next_id, end_ms, self._period_ms)
+            out.extend(trades)
+            if len(trades) < _CHUNK:
+                return out
+            next_id += _CHUNK
+
+    def id_at(self, symbol: str, time_ms: int) -> int:
+        """The id of the first trade of `symbol` at or after `time_ms`."""
+        return self._tape(symbol.upper()).id_at(time_ms - EPOCH_MS, self._period_ms)
+
+    def price_at(self, symbol: str, time_ms: int) -> float:
+        """The mid price of `symbol` at `time_ms` (trades are half the spread off it)."""
+        k = np.array([(time_ms - EPOCH_MS) // STEP_MS])
+        return math.exp(float(self._tape(symbol.upper()).log_prices(k)[0]))
+
+    def _tape(self, symbol: str) -> _Tape:
+        if (tape := self._tapes.get(symbol)) is None:
+            tape = self._tapes[symbol] = _Tape(self.seed, symbol, self._common)
+        return tape
+
+    def _skipping(self, ins: _Instrument, trades: list[DemoTrade]) -> list[DemoTrade]:
+        kept = []
+        for trade in trades:
+            if ins.skip:
+                ins.skip -= 1
+                continue
+            kept.append(trade)
+            ins.emitted += 1
+            if ins.emitted % self.skip_ids_every == 0:
+                ins.skip = 1 + ins.rng.randrange(3)
+        return kept
 
 
 @dataclass
@@ -246,7 +570,7 @@ class DemoServer:
             ping_timeout=self.ping_interval,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self._started = time.monotonic()
+        self.market.skip_until(_wall_ms())  # trades from now on, as Binance sends
         self._clock = asyncio.create_task(self._run_clock(), name="demo-clock")
         return self
 
@@ -269,7 +593,10 @@ class DemoServer:
     async def _run_clock(self) -> None:
         while True:
             await asyncio.sleep(self.tick)
-            trades = self.market.advance_to(time.monotonic() - self._started)
+            now = _wall_ms()  # the market is a function of the wall clock
+            if now - self.market.cut_ms > _MAX_CATCH_UP_MS:  # the process was suspended
+                self.market.skip_until(now - _MAX_CATCH_UP_MS)
+            trades = self.market.advance_until(now)
             if trades:
                 self._log.extend(trades)
                 self._seq += len(trades)
@@ -289,6 +616,7 @@ class DemoServer:
         return connection.respond(HTTPStatus.NOT_FOUND, "unknown endpoint\n")
 
     async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None, "handlers run after the handshake"
         parts = urlsplit(ws.request.path)
         if parts.path == "/stream":
             combined = True
@@ -435,6 +763,10 @@ class DemoServer:
             await ws.wait_closed()
             return True
         return False
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 async def _drop(ws: ServerConnection) -> None:

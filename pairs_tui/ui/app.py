@@ -43,7 +43,7 @@ from pairs_tui.model import (
     normalise_symbols,
     printable,
 )
-from pairs_tui.session import STORE_ERRORS, RecordingStopped, Session
+from pairs_tui.session import STORE_ERRORS, RecordingStopped, Session, SessionPlan
 from pairs_tui.ui.charts import ChartSpec, Line, fingerprint, render, waiting_for
 from pairs_tui.ui.commands import PairCommands
 from pairs_tui.ui.help import HelpScreen
@@ -157,6 +157,29 @@ def status_text(view: PairView, feed: str, paused: int | None) -> str:
     head = f"{view.symbol_a}/{view.symbol_b}  {view.timeframe}  W={view.window}  L={view.lookback}"
     pause = "" if paused is None else f"  PAUSED +{paused:,} trades"
     return f"{head}  {feed}{pause}"
+
+
+def make_app(
+    plan: SessionPlan,
+    *,
+    refresh_every: float = 0.5,
+    lean: bool = False,
+    export_dir: Path | None = None,
+    bell: bool = True,
+    debug: bool = False,
+    redraw_always: bool = False,
+) -> PairsApp:
+    """The cockpit for a session plan: what the CLI runs, the tests drive and the
+    benchmark measures (`redraw_always`: the naive baseline that redraws every tick)."""
+    return PairsApp(
+        Session(plan),
+        refresh_every=refresh_every,
+        lean=lean,
+        export_dir=export_dir,
+        bell=bell,
+        debug=debug,
+        redraw_always=redraw_always,
+    )
 
 
 class PairsApp(App[int]):
