@@ -58,7 +58,8 @@ def format_status(stats: FeedStats, rates: dict[str, float], now_us: int, now: f
     state = stats.state.value
     if stats.state is FeedState.RECONNECTING and stats.retry_at is not None:
         state = f"reconnecting in {max(0.0, stats.retry_at - now):.1f}s"
-    parts.append(stats.silent_loss() or state)
+    parts += [loss for loss in (stats.silent_loss(),) if loss]
+    parts.append(state)
     parts.append(f"reconnects {stats.reconnects}")
     parts.append(f"gaps {stats.gaps}")
     parts.append(f"malformed {stats.malformed}")

@@ -15,7 +15,7 @@ from pairs_tui.model import StreamKind
 from pairs_tui.store import TickStore
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO.parent / "shared" / "binance" / "samples"
+SAMPLES = REPO / "tests" / "data" / "binance"  # real Binance frames and trades, see README
 
 
 USER_DIRS = (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"), ("XDG_STATE_HOME", "state"))

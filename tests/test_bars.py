@@ -68,8 +68,6 @@ def generated_trades(n: int, seed: int) -> list[tuple[int, int, str, str]]:
 
 @pytest.mark.parametrize("tf", list(TIMEFRAMES))
 def test_real_trades_match_an_independent_resample(tf):
-    if not SAMPLES.is_dir():
-        pytest.skip("shared samples not found")
     trades = nautilus_trades()
     assert len(trades) == 2001
     assert_bars_equal(

@@ -19,36 +19,47 @@ LABEL = re.compile(r"^\s*(-?\d+(?:\.\d+)?)(?=[\s├┤┼│─▘▝▖▗▚�
 
 
 @pytest.mark.parametrize(
-    ("lo", "hi", "most", "steps", "expected"),
+    ("lo", "hi", "rows", "steps", "expected"),
     [
-        (-2.7, 3.1, 8, (0.5, 1.0, 2.0), [-3, -2, -1, 0, 1, 2, 3, 4]),
-        (-2.7, 3.1, 7, (0.5, 1.0, 2.0), [-4, -2, 0, 2, 4]),
-        (-9.1, 4.4, 3, (0.5, 1.0, 2.0), [-10, -2, 0, 2, 6]),
-        (-2.0, 2.0, 4, (0.5, 1.0, 2.0), [-2, 0, 2]),
-        (-2.0, 2.0, 9, (0.5, 1.0, 2.0), [-2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2]),
-        (99.6, 101.2, 5, (), [99.5, 100, 100.5, 101, 101.5]),
-        (-0.00105, 0.00108, 3, (), [-0.002, 0, 0.002]),
-        (-0.8, 0.95, 5, (), [-1, -0.5, 0, 0.5, 1]),
+        (-2.7, 3.1, 14, (0.5, 1.0, 2.0), [-3, -2, -1, 0, 1, 2, 3, 4]),
+        (-2.7, 3.1, 12, (0.5, 1.0, 2.0), [-4, -2, 0, 2, 4]),
+        (-4.1, 3.9, 4, (0.5, 1.0, 2.0), [-6, -2, 2, 4]),  # no room for all: none share a row
+        (-2.0, 2.0, 6, (0.5, 1.0, 2.0), [-2, 0, 2]),
+        (-2.0, 2.0, 16, (0.5, 1.0, 2.0), [-2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2]),
+        (99.6, 101.2, 8, (), [99.5, 100, 100.5, 101, 101.5]),
+        (-0.00105, 0.00108, 4, (), [-0.002, 0, 0.002]),
+        (-0.8, 0.95, 8, (), [-1, -0.5, 0, 0.5, 1]),
     ],
 )
-def test_ticks_are_round_and_cover_the_range(lo, hi, most, steps, expected):
-    got = ticks(lo, hi, most, steps)
+def test_ticks_are_round_and_cover_the_range(lo, hi, rows, steps, expected):
+    got = ticks(lo, hi, rows, steps)
     assert np.allclose(got, expected)
     assert got[0] <= lo and got[-1] >= hi
+    placed = np.round((got - got[0]) / (got[-1] - got[0]) * (rows - 1))
+    assert len(set(placed)) == len(got)  # no two on one row
 
 
-def test_z_ticks_always_hold_the_thresholds():
+def test_z_ticks_hold_the_thresholds_wherever_there_is_room():
     rng = np.random.default_rng(3)
     for _ in range(500):
         lo, hi = -abs(rng.normal(2, 2)) - 2, abs(rng.normal(2, 2)) + 2
-        marks = ticks(lo, hi, int(rng.integers(3, 30)), (0.5, 1.0, 2.0))
-        assert {2.0, -2.0} <= set(marks.tolist())
+        rows = int(rng.integers(3, 40))
+        marks = ticks(lo, hi, rows, (0.5, 1.0, 2.0))
         assert all(v * 2 == round(v * 2) for v in marks)  # whole or half units
+        if rows >= (hi - lo) / 2 + 3:  # room for a row every 2 units, and then some
+            assert {2.0, -2.0} <= set(marks.tolist()), (lo, hi, rows, marks)
 
 
 @pytest.mark.parametrize(
     ("value", "step", "text"),
-    [(-0.0000001, 0.0005, "0.0000"), (-0.0, 1, "0"), (2.5, 2.5, "2.5"), (100, 0.5, "100.0")],
+    [
+        (-0.0000001, 0.0005, "0.0000"),
+        (-0.0, 1, "0"),
+        (2.5, 2.5, "2.5"),
+        (100, 0.5, "100.0"),
+        (4e-15, 2e-15, "4.0e-15"),
+        (-1e-17, 2e-15, "0"),
+    ],
 )
 def test_tick_labels_never_say_minus_zero(value, step, text):
     assert tick_label(value, step) == text

@@ -1,4 +1,4 @@
-"""The frame decoder on real recorded Binance frames (../shared/binance/samples)."""
+"""The frame decoder on real recorded Binance frames (tests/data/binance, sources in its README)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ from conftest import SAMPLES
 
 from pairs_tui.feed.binance import FrameDecoder, MalformedFrame, ShutdownNotice
 from pairs_tui.model import StreamKind
-
-if not SAMPLES.is_dir():  # pragma: no cover - the samples sit beside the repository
-    pytest.skip("shared Binance samples not found", allow_module_level=True)
 
 
 def capture_frames(name: str) -> list[bytes]:

@@ -143,7 +143,8 @@ def feed_text(label: str | None, stats: FeedStats | None, rate: float, now: floa
         quiet = time.time() - last / 1e6
         if quiet > STALE_AFTER_S:
             state = f"stale (no trades for {quiet:.0f}s)"
-    state = stats.silent_loss() or state
+    if loss := stats.silent_loss():  # beside the state: a reconnect's reason still shows
+        state = f"{loss}  {state}"
     text = f"{label} {state}  {rate:.0f} trades/s"
     latencies = [s.latency_us for s in stats.symbols if s.latency_us is not None]
     if latencies:

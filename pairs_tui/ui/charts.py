@@ -46,12 +46,13 @@ class ChartSpec:
     utc: bool = False  # say once that the times are UTC
 
 
-def ticks(lo: float, hi: float, most: int, steps: tuple[float, ...] = ()) -> np.ndarray:
-    """Round y ticks covering [lo, hi], at most `most` of them (at least three): the
-    outermost are the axis limits, so every tick sits on a row of its own value."""
+def ticks(lo: float, hi: float, rows: int, steps: tuple[float, ...] = ()) -> np.ndarray:
+    """Round y ticks covering [lo, hi] on a plot of `rows` rows, at most one every other
+    row: the outermost are the axis limits, so every tick sits on a row of its own value,
+    and no two share a row (plotext would then show either, by chance)."""
     if not hi > lo:
         lo, hi = lo - 1.0, hi + 1.0
-    most = max(3, most)  # a range across zero needs three to stay round
+    most = max(3, rows // 2 + 1)  # a range across zero needs three to stay round
     if steps:
         candidates = list(steps)
     else:
@@ -61,17 +62,26 @@ def ticks(lo: float, hi: float, most: int, steps: tuple[float, ...] = ()) -> np.
         first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
         if last - first + 1 <= most:
             return np.arange(first, last + 1) * step
-    # no allowed step fits: the ends, and the largest step either side of zero
+    # no allowed step fits: the ends, then the largest step either side of zero, then zero,
+    # each only on a row of its own
     step = candidates[-1]
-    ends = (math.floor(lo / step) * step, math.ceil(hi / step) * step)
-    return np.unique([*ends, *(v for v in (-step, 0.0, step) if ends[0] <= v <= ends[1])])
+    low, high = math.floor(lo / step) * step, math.ceil(hi / step) * step
+    kept: dict[int, float] = {}
+    for v in (low, high, -step, step, 0.0):
+        row = round((v - low) / (high - low) * (max(rows, 2) - 1))
+        if low <= v <= high and row not in kept:
+            kept[row] = v
+    return np.array(sorted(kept.values()))
 
 
 def tick_label(value: float, step: float) -> str:
-    """As many decimals as the step needs, and never a `-0`."""
+    """As many decimals as the step needs (a power of ten past six of them: a flat
+    spread's 4e-15 is not 0.000000000000004), and never a `-0`."""
     decimals = max(0, -math.floor(math.log10(step) + 1e-9))
     if round(step * 10**decimals) != step * 10**decimals:  # 2.5, 0.25: one more
         decimals += 1
+    if decimals > 6:
+        return "0" if abs(value) < step / 2 else f"{value:.1e}"
     text = f"{value:.{decimals}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
@@ -150,7 +160,7 @@ def _y_axis(spec: ChartSpec, rows: int) -> None:
     finite = np.concatenate(values)
     if not finite.size:
         return
-    marks = ticks(float(finite.min()), float(finite.max()), rows // 2 + 1, spec.steps)
+    marks = ticks(float(finite.min()), float(finite.max()), rows, spec.steps)
     step = float(np.diff(marks).min())
     plt.ylim(float(marks[0]), float(marks[-1]))
     plt.yticks(marks.tolist(), [tick_label(v, step) for v in marks])
