@@ -35,9 +35,17 @@ def frame(symbol: str, trade_id: int, price: str, **over: object) -> str:
     return json.dumps({"stream": f"{symbol.lower()}@trade", "data": data})
 
 
+CONNECTIONS: list[ServerConnection] = []
+
+
 async def hostile(ws: ServerConnection) -> None:
     """Good trades with hostile frames among them, for a few seconds; then a close whose
-    reason is hostile too."""
+    reason is hostile too. A reconnect is closed at once with that reason, so the header
+    keeps showing it (and no trade comes twice)."""
+    CONNECTIONS.append(ws)
+    if len(CONNECTIONS) > 1:
+        await ws.close(1001, EVIL[:100])
+        return
     ids = {"BTCUSDT": 2_000_000_000, "ETHUSDT": 3_000_000_000}
     base = {"BTCUSDT": 65_000.0, "ETHUSDT": 3_000.0}
     for step in range(50):
@@ -69,6 +77,7 @@ def server() -> Iterator[str]:
             started.set()
             await stop.wait()
 
+    CONNECTIONS.clear()
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()
     assert started.wait(10)
