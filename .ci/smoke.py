@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -22,7 +23,8 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-FIRST_CHART = b"prices, 100 = start"  # the title a drawn prices chart carries
+# a drawn chart's time axis (placeholders carry their titles, never times)
+FIRST_CHART = re.compile(rb"\d\d:\d\d:\d\d")
 WITHIN = 30.0  # seconds to the first chart, generous for a cold start on a busy machine
 
 
@@ -58,7 +60,7 @@ def cockpit(workdir: Path, env: dict[str, str]) -> None:
         return done()
 
     try:
-        if not read_until(lambda: FIRST_CHART in seen, WITHIN):
+        if not read_until(lambda: FIRST_CHART.search(seen) is not None, WITHIN):
             tail = seen[-3000:].decode(errors="replace")
             sys.exit(f"smoke: no chart within {WITHIN:.0f} s:\n{tail}")
         print(f"$ {' '.join(argv)}\nfirst chart drawn; pressing q")
