@@ -32,7 +32,7 @@ from pairs_tui.model import (
     parse_span,
     printable,
 )
-from pairs_tui.store import StoreError, default_db_path
+from pairs_tui.store import STORE_ERRORS, StoreError, default_db_path
 
 if TYPE_CHECKING:
     from pairs_tui.alerts import RuleSpec
@@ -592,7 +592,8 @@ def alerts_(as_json: bool, limit: int | None, db: Path | None, config_file: Path
     if not events:
         click.echo(f"no alert has fired yet ({len(rules)} rule(s) stored in {path})", err=True)
     for e in events:
-        click.echo(f"{iso(e.fired_us)}  {e.pair}  {e.timeframe}  {e.rule}  {value_text(e.value)}")
+        line = f"{iso(e.fired_us)}  {e.pair}  {e.timeframe}  {e.rule}  {value_text(e.value)}"
+        click.echo(printable(line))  # the store's text: another program may have written it
 
 
 @cli.command()
@@ -723,9 +724,13 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(RUNTIME_ERROR)
         _say(f"pairs-tui: {report_crash(exc.error, args, exc.report)}", RUNTIME_ERROR)
     except RecordingStopped as exc:
-        if exc.is_bug and not debug:  # a bug: its traceback goes to a crash log
+        if exc.is_bug:  # a bug: its traceback goes to a crash log, or the screen
+            if debug:
+                raise exc.cause from None
             _say(f"pairs-tui: {report_crash(exc.cause, args)}", RUNTIME_ERROR)
         _fail(str(exc), RUNTIME_ERROR)
+    except STORE_ERRORS as exc:  # a locked, broken or full store: the machine, not a bug
+        _fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, RUNTIME_ERROR)
     except Exception as exc:
         if debug:
             raise

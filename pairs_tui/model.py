@@ -232,9 +232,10 @@ def parse_span(text: str) -> float:
     match = _SPAN.fullmatch(text.strip().lower())
     if match and match.group(2) not in _SPAN_UNITS:
         number = match.group(1)
+        months = f"{float(number) * 30:g}d" if match.group(2) != "m" else f"{number}d"
         raise ValueError(
             f"ambiguous time span {clip(text)!r}: write {number}min for minutes,"
-            f" or {number}d / {number}w for days or weeks"
+            f" or days and weeks, like {months}"
         )
     seconds = float(match.group(1)) * _SPAN_UNITS[match.group(2)] if match else 0.0
     if not 0 < seconds <= 100 * 365 * 86400:

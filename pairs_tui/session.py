@@ -81,12 +81,6 @@ class Session:
             self._pruner = asyncio.create_task(
                 keep_pruned(plan.db_path, plan.retention_s, self.on_notice), name="retention"
             )
-            self._pruner.add_done_callback(self._pruner_ended)
-
-    def _pruner_ended(self, task: asyncio.Task[None]) -> None:
-        """Retention runs until cancelled; if it dies, recording goes on, and the user hears."""
-        if not task.cancelled() and (cause := task.exception()) is not None:
-            self.on_notice(f"retention stopped: {type(cause).__name__}: {cause}")
 
     def _start_feed(self) -> None:
         assert self.store is not None and self.plan.feed is not None
@@ -151,6 +145,8 @@ class Session:
             self._engine.set_view(view)
         self._want_tests()
         if switched and self.plan.feed is not None and self.store is not None:
+            if self.failure is not None:  # it stays stopped, and says so, until restarted
+                return
             await self._stop_feed()
             self._start_feed()
 

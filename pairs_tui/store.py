@@ -384,14 +384,16 @@ class TickStore:
         await self._conn.execute(
             "INSERT INTO meta VALUES ('source', ?) ON CONFLICT DO NOTHING",
             ("live" if await self._scalar("SELECT count(*) FROM series") else source,),
-        )
-        await self._conn.commit()
+        )  # autocommit, or part of the caller's transaction (an import's)
         held = await self._scalar("SELECT value FROM meta WHERE key = 'source'")
         if held != source:
-            other = "--db demo.db (the demo's default)" if source == "demo" else "another --db"
+            other = (
+                "leave out --db (the demo records into demo.db beside ticks.db)"
+                if source == "demo"
+                else "use another --db"
+            )
             raise StoreError(
-                f"{self.path} holds {held} trades: a {source} feed does not write into it;"
-                f" use {other}"
+                f"{self.path} holds {held} trades: a {source} feed does not write into it; {other}"
             )
 
     def _writing(self) -> None:
@@ -483,7 +485,8 @@ class TickStore:
 
     @asynccontextmanager
     async def bulk(self) -> AsyncIterator[Callable[[Sequence[ImportRow]], Awaitable[int]]]:
-        """One transaction for many batches (an import): all of them or none."""
+        """One transaction for many batches (an import of Binance's own trades): all of
+        them or none, the store claimed for live trades with them."""
         self._writing()
         conn = self._conn
         await conn.execute("BEGIN IMMEDIATE")
@@ -493,6 +496,7 @@ class TickStore:
             return max(cursor.rowcount, 0)
 
         try:
+            await self.claim("live")
             yield insert
             await conn.execute("COMMIT")
         except BaseException:

@@ -12,7 +12,7 @@ import pytest
 from conftest import cli_env
 from ptyterm import PtyTerminal
 
-from pairs_tui.ui.charts import ChartSpec, Line, tick_label, ticks, waiting_for
+from pairs_tui.ui.charts import ChartSpec, Line, render, tick_label, ticks, waiting_for
 
 TIME_AXIS = re.compile(r"\d\d:\d\d:\d\d")
 LABEL = re.compile(r"^\s*(-?\d+(?:\.\d+)?)(?=[\s├┤┼│─▘▝▖▗▚▞▀▄▌▐▙▛▜▟]|$)")
@@ -117,3 +117,16 @@ def test_the_z_lines_sit_on_rows_labelled_2_at_every_size(tmp_path, isolated_hom
     text = "\n".join(screen)
     assert not re.search(r"(?<![\d.])-0(\.0+)?(?![\d.])", text), text
     assert text.count("UTC") == 1, text
+
+
+@pytest.mark.parametrize("height", [6, 8, 12, 20, 30])
+def test_a_series_flat_to_its_last_digit_is_drawn(height):
+    """A W=2 correlation is ±1 up to float noise: round ticks must still come out."""
+    flat = np.array([np.nan, np.nan, np.nan, 1.0000000000000002, 0.9999999999999998, 1.0])
+    spec = ChartSpec("corr", np.arange(6), (Line(flat),), needs=4)
+    text = render(spec, 60, height).plain
+    assert "corr" in text
+    for lo, hi in ((0.9999999999999998, 1.0), (100.0, float(np.nextafter(100.0, 200.0)))):
+        marks = ticks(lo, hi, height)
+        assert len(marks) >= 2 and len(set(marks.tolist())) == len(marks)
+        assert marks[0] <= lo and marks[-1] >= hi

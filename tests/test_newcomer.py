@@ -58,11 +58,18 @@ def test_a_live_feed_never_writes_into_a_demo_store_nor_the_reverse(tmp_path, is
             f"pairs-tui: error: {demo} holds demo trades: a live feed does not write into"
             " it; use another --db\n"
         )
+    dump = tmp_path / "BTCUSDT-trades-2025-01.csv"
+    dump.write_text("1,100.5,0.1,10.05,1735689600000,true\n")
+    done = run(isolated_home, "import", str(dump), "--db", str(demo))  # Binance's own trades
+    assert done.returncode == 2 and f"{demo} holds demo trades" in done.stderr, done.stderr
     live = tmp_path / "l.db"
     asyncio.run(store_tape(live, 5))  # trades of a store from before sources were kept
     done = run(isolated_home, "record", "btcusdt", "--demo", "--db", str(live), "--duration", "1")
     assert done.returncode == 2
-    assert "holds live trades: a demo feed does not write into it; use --db demo.db" in done.stderr
+    assert (
+        "holds live trades: a demo feed does not write into it; leave out --db (the demo"
+        " records into demo.db beside ticks.db)"
+    ) in done.stderr
 
 
 async def test_the_source_is_claimed_once_per_store(tmp_path):

@@ -114,3 +114,17 @@ async def test_a_few_resent_trades_say_nothing(tmp_path):
             assert stats.silent_loss() is None and notes == []
         finally:
             await session.stop()
+
+
+def test_one_resent_trade_then_silence_is_no_loss():
+    """A re-send followed by a quiet spell (or a reconnect) is not a run of duplicates."""
+    from pairs_tui.feed.binance import DROPPING_MIN, _Symbol
+
+    st = _Symbol("BTCUSDT")
+    st.dup_since = st.dup_last = 0
+    st.dup_count, st.dup_at = 1, st.received
+    assert st.dropping_us(6_000_000) is None  # one duplicate, six quiet seconds
+    st.dup_count, st.dup_last = DROPPING_MIN, 5_900_000
+    assert st.dropping_us(6_000_000) == 6_000_000  # a run still going
+    st.received += 1  # a new trade stored: the run is over
+    assert st.dropping_us(6_000_000) is None

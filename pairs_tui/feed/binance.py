@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WS_URL = "wss://stream.binance.com:9443"
 SHUTDOWN_STREAM = "!serverShutdown"
+DROPPING_MIN = 10  # duplicates in a run before it can be a silent loss, not a re-send
+DROPPING_QUIET_US = 2_000_000  # a run whose latest duplicate is older than this has ended
 
 
 class MalformedFrame(ValueError):
@@ -229,14 +231,20 @@ class _Symbol:
     drained: int = 0
     last_trade_us: int | None = None
     latency_us: int | None = None  # receive time minus trade time, last trade
-    # a run of duplicates: since when (µs), at which `received`, and whether it was said
+    # a run of duplicates: since when and the latest (µs), how many, at which `received`,
+    # and whether it was said
     dup_since: int | None = None
+    dup_last: int = 0
+    dup_count: int = 0
     dup_at: int = -1
     dup_said: bool = False
 
     def dropping_us(self, now_us: int) -> int | None:
-        """How long every trade of this symbol has been one already stored, or None."""
+        """How long every trade of this symbol has been one already stored, or None: a
+        run still going (its latest duplicate recent) of more than a few re-sends."""
         if self.dup_since is None or self.dup_at != self.received:
+            return None
+        if self.dup_count < DROPPING_MIN or now_us - self.dup_last > DROPPING_QUIET_US:
             return None
         return now_us - self.dup_since
 
@@ -513,9 +521,11 @@ class BinanceFeed:
         """Dropped as already stored. A few are re-sends; all of them for seconds means
         nothing new is being recorded (ids that went backwards): that is said, once."""
         self.counters.duplicates += 1
-        if st.dropping_us(recv) is None:
-            st.dup_since, st.dup_at, st.dup_said = recv, st.received, False
-        elif not st.dup_said and recv - (st.dup_since or recv) >= DROPPING_WARN_US:
+        if st.dup_since is None or st.dup_at != st.received:  # a new run
+            st.dup_since, st.dup_at, st.dup_count, st.dup_said = recv, st.received, 0, False
+        st.dup_last = recv
+        st.dup_count += 1
+        if not st.dup_said and (st.dropping_us(recv) or 0) >= DROPPING_WARN_US:
             st.dup_said = True
             self._on_warning(
                 f"{st.symbol}: every trade for {DROPPING_WARN_US // 1_000_000}s was already"

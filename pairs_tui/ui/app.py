@@ -368,9 +368,13 @@ class PairsApp(App[int]):
     async def _draw(self, snapshot: PairSnapshot) -> None:
         sizes = {name: self.query_one(f"#{name}", ChartView).size for name in CHARTS}
         prints = {} if self.redraw_always else self._prints
-        charts = await asyncio.to_thread(
-            self._render, snapshot, sizes, self.cursor, self.lean, prints
-        )
+        try:
+            charts = await asyncio.to_thread(
+                self._render, snapshot, sizes, self.cursor, self.lean, prints
+            )
+        except Exception as exc:  # a chart that cannot be drawn must say so, not freeze
+            self.say(f"drawing failed: {type(exc).__name__}: {exc}", severity="error")
+            return
         short = self.screen.has_class("narrow")
         stats = (snapshot.summary, snapshot.glances, short)
         self.snapshot = snapshot
@@ -450,8 +454,8 @@ class PairsApp(App[int]):
             line.update(Text(text))
 
     def _recording_stopped(self, failure: RecordingStopped) -> None:
-        """Nothing is recorded any more: say so until the user has seen it, and quit
-        with a non-zero status."""
+        """Nothing is recorded any more: say so until the user has seen it (quitting then
+        exits 1, see `_quit`)."""
         self.say(str(failure), title="recording stopped", severity="error", timeout=3600)
         self._show_status()
 
@@ -615,7 +619,7 @@ class PairsApp(App[int]):
         self.workers.cancel_group(self, "refresh")
         await self.session.stop()
         if hang_up:  # Textual's writer dies with the terminal and its shutdown may then block
-            timer = threading.Timer(2.0, os._exit, (0,))
+            timer = threading.Timer(2.0, os._exit, (0 if self.session.failure is None else 1,))
             timer.daemon = True
             timer.start()
         code = 0 if self.session.failure is None else 1

@@ -50,8 +50,10 @@ def ticks(lo: float, hi: float, rows: int, steps: tuple[float, ...] = ()) -> np.
     """Round y ticks covering [lo, hi] on a plot of `rows` rows, at most one every other
     row: the outermost are the axis limits, so every tick sits on a row of its own value,
     and no two share a row (plotext would then show either, by chance)."""
-    if not hi > lo:
-        lo, hi = lo - 1.0, hi + 1.0
+    scale = max(abs(lo), abs(hi), 1e-300)
+    if not hi - lo > 1e-9 * scale:  # flat to the float's last digits: a range to label
+        pad = scale * 1e-3 if scale > 1e-300 else 1.0
+        lo, hi = lo - pad, hi + pad
     most = max(3, rows // 2 + 1)  # a range across zero needs three to stay round
     if steps:
         candidates = list(steps)
@@ -161,6 +163,8 @@ def _y_axis(spec: ChartSpec, rows: int) -> None:
     if not finite.size:
         return
     marks = ticks(float(finite.min()), float(finite.max()), rows, spec.steps)
+    if len(marks) < 2:
+        return  # plotext's own ticks, then
     step = float(np.diff(marks).min())
     plt.ylim(float(marks[0]), float(marks[-1]))
     plt.yticks(marks.tolist(), [tick_label(v, step) for v in marks])
