@@ -63,7 +63,7 @@ class Session:
         self._pruner: asyncio.Task[None] | None = None
         self._stopped = False
         self.failure: RecordingStopped | None = None  # how the pipeline ended by itself
-        self.on_failure: Callable[[RecordingStopped], None] = lambda failure: None
+        self.on_failure: Callable[[RecordingStopped], object] = lambda failure: None
         self.alerts = AlertBook()
 
     async def start(self) -> None:

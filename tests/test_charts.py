@@ -130,3 +130,18 @@ def test_a_series_flat_to_its_last_digit_is_drawn(height):
         marks = ticks(lo, hi, height)
         assert len(marks) >= 2 and len(set(marks.tolist())) == len(marks)
         assert marks[0] <= lo and marks[-1] >= hi
+
+
+@pytest.mark.parametrize(
+    ("value", "spec", "text"),
+    [
+        (-0.0001, "+.2f", "+0.00"),
+        (-0.0001, ".3f", "0.000"),
+        (-0.0, ".4g", "0"),
+        (-1.5, "+.2f", "-1.50"),
+    ],
+)
+def test_stats_never_say_minus_zero(value, spec, text):
+    from pairs_tui.ui.widgets import _number
+
+    assert _number(value, spec) == text

@@ -244,7 +244,8 @@ class PairsApp(App[int]):
             )
         self.session = session
         session.on_notice = lambda text: self.say(text, severity="warning", timeout=8)
-        session.on_failure = self._recording_stopped
+        # from a task's done-callback: drawn on the app's next turn, never mid-teardown
+        session.on_failure = lambda failure: self.call_later(self._recording_stopped, failure)
         self.ring_bell = bell
         self.refresh_every = refresh_every
         self.export_dir = export_dir

@@ -78,7 +78,15 @@ def alert_line(rules: Sequence[AlertRule], events: Sequence[AlertEvent]) -> Text
 
 
 def _fmt(value: float | int | None, spec: str = ".4g") -> str:
-    return "-" if value is None else format(value, spec)
+    return "-" if value is None else _number(value, spec)
+
+
+def _number(value: float | int, spec: str) -> str:
+    """`format`, but a value that rounds to zero never shows as `-0.00`."""
+    text = format(value, spec)
+    if text.startswith("-") and not text.strip("-+0.,"):
+        return ("+" if spec.startswith("+") else "") + text[1:]
+    return text
 
 
 def _half_life(s: Summary) -> str:
@@ -176,7 +184,7 @@ def readout(series: PairSeries, i: int, symbols: tuple[str, str]) -> str:
 
 
 def _num(x: float, spec: str) -> str:
-    return "-" if x != x else format(x, spec)  # NaN: not enough bars at that point
+    return "-" if x != x else _number(x, spec)  # NaN: not enough bars at that point
 
 
 class StatsPanel(Static):
