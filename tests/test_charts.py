@@ -139,6 +139,7 @@ def test_a_series_flat_to_its_last_digit_is_drawn(height):
         (-0.0001, ".3f", "0.000"),
         (-0.0, ".4g", "0"),
         (-1.5, "+.2f", "-1.50"),
+        (-0.0, ".3e", "0.000e+00"),
     ],
 )
 def test_stats_never_say_minus_zero(value, spec, text):

@@ -83,7 +83,7 @@ def _fmt(value: float | int | None, spec: str = ".4g") -> str:
 
 def _number(value: float | int, spec: str) -> str:
     """`format`, but a value that rounds to zero never shows as `-0.00`."""
-    text = format(value, spec)
+    text = format(value + 0.0 if value == 0 else value, spec)  # -0.0 + 0.0 is 0.0
     if text.startswith("-") and not text.strip("-+0.,"):
         return ("+" if spec.startswith("+") else "") + text[1:]
     return text
