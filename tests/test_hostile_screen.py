@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ from conftest import cli_env
 from ptyterm import PtyTerminal
 from websockets.asyncio.server import ServerConnection, serve
 
+TIME_AXIS = re.compile(r"\d\d:\d\d:\d\d")  # a drawn chart's, not a placeholder's
 EVIL = "\x1b[2J\x1b]0;PWNED\x07[bold]LOUD[/bold]"
 
 
@@ -92,7 +94,8 @@ def test_a_hostile_server_never_takes_the_terminal_over(server, tmp_path, isolat
     argv += ["--db", str(tmp_path / "t.db"), "--timeframe", "1s", "--window", "2"]
     argv += ["--lookback", "30"]
     with PtyTerminal(argv, cols=160, rows=40, env=cli_env(isolated_home), cwd=tmp_path) as t:
-        t.wait_for("prices, 100 = start", timeout=20)  # the good trades are charted
+        t.wait_for(lambda lines: any(TIME_AXIS.search(x) for x in lines), timeout=20)  # charted
+        t.wait_for(lambda lines: re.search(r"malformed [1-9]", lines[0]), timeout=10)  # said
         t.wait_for(lambda lines: "PWNED" in lines[0], timeout=30)  # the close reason, shown
         header = t.text()[0]
         title = t.title

@@ -151,6 +151,8 @@ def feed_text(label: str | None, stats: FeedStats | None, rate: float, now: floa
         text += f"  latency {max(0, max(latencies)) / 1000:.0f} ms"
     if stats.gaps:  # ids the exchange skipped or that passed while disconnected
         text += f"  gaps {stats.gaps}"
+    if stats.malformed:  # frames refused at the door: skipped, and said
+        text += f"  malformed {stats.malformed}"
     return text
 
 
