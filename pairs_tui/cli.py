@@ -28,6 +28,7 @@ from pairs_tui.model import (
     TIMEFRAMES,
     WINDOW_RANGE,
     SymbolError,
+    describe,
     normalise_symbols,
     parse_span,
     printable,
@@ -730,7 +731,7 @@ def main(argv: list[str] | None = None) -> None:
             _say(f"pairs-tui: {report_crash(exc.cause, args)}", RUNTIME_ERROR)
         _fail(str(exc), RUNTIME_ERROR)
     except STORE_ERRORS as exc:  # a locked, broken or full store: the machine, not a bug
-        _fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, RUNTIME_ERROR)
+        _fail(describe(exc), RUNTIME_ERROR)
     except Exception as exc:
         if debug:
             raise

@@ -17,7 +17,7 @@ from pathlib import Path
 import platformdirs
 
 from pairs_tui import __version__
-from pairs_tui.model import printable
+from pairs_tui.model import describe, printable
 
 
 class Crashed(Exception):
@@ -25,7 +25,7 @@ class Crashed(Exception):
     down after; `report` is what that front would have printed about it."""
 
     def __init__(self, error: BaseException, report: str = "") -> None:
-        super().__init__(f"{type(error).__name__}: {error}")
+        super().__init__(describe(error))
         self.error = error
         self.report = report
 
@@ -63,7 +63,7 @@ def write_crash_log(error: BaseException, argv: list[str], report: str = "") -> 
 
 def crash_line(error: BaseException, log: Path | None) -> str:
     """The one line the user sees: what broke and where the details are."""
-    what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    what = describe(error)
     where = f"the traceback is in {log}" if log else "no crash log could be written"
     return f"crashed: {printable(what)} ({where}; --debug shows it on screen)"
 

@@ -40,6 +40,7 @@ from pairs_tui.model import (
     SymbolError,
     check_trade,
     clip,
+    describe,
     latest_trade_us,
     normalise_symbols,
     printable,
@@ -401,7 +402,7 @@ def _describe(path: Path, exc: Exception) -> str:
     elif isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError)):
         what = f"the zip is damaged ({exc})"
     else:
-        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        what = describe(exc)
     return f"{path}: {clip(what)}"
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from pairs_tui.feed.binance import Batch, BinanceFeed
-from pairs_tui.model import FeedStats
+from pairs_tui.model import FeedStats, describe
 from pairs_tui.store import STORE_ERRORS, TickStore
 
 
@@ -22,7 +22,7 @@ class RecordingStopped(Exception):
 
     def __init__(self, cause: BaseException, db_path: Path) -> None:
         where = f"cannot write {db_path}: " if isinstance(cause, STORE_ERRORS) else ""
-        super().__init__(f"recording stopped: {where}{type(cause).__name__}: {cause}")
+        super().__init__(f"recording stopped: {where}{describe(cause)}")
         self.cause = cause
 
     @property

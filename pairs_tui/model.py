@@ -200,6 +200,13 @@ class AlertEvent:
 # -- text from outside, echoed in messages ------------------------------------------------
 ECHO_CHARS = 200  # outside text quoted in a message (a symbol, a row, a reason), at most
 LINE_CHARS = 400  # one message line as printed, at most: `printable` cuts longer ones
+
+
+def describe(exc: BaseException) -> str:
+    """An error in words, as every message quotes one: `Type: message`, or `Type` alone."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # newlines too: one event, one line
 
 

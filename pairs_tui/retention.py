@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pairs_tui.model import iso
+from pairs_tui.model import describe, iso
 from pairs_tui.store import TickStore
 
 EVERY_S = 600.0  # prune at start, then this often
@@ -27,8 +27,7 @@ async def keep_pruned(
             async with await TickStore.open(path) as store:
                 deleted = await store.prune(cutoff)
         except Exception as exc:  # a store error, or a bug: never silent, never fatal
-            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            on_event(f"retention: could not prune ({why}); trying again in {every_s:g}s")
+            on_event(f"retention: could not prune ({describe(exc)}); trying again in {every_s:g}s")
         else:
             if deleted:
                 on_event(f"retention: pruned {deleted:,} trades older than {iso(cutoff)}")

@@ -38,6 +38,7 @@ from pairs_tui.model import (
     TradeRow,
     check_trade,
     clip,
+    describe,
 )
 
 log = logging.getLogger(__name__)
@@ -438,7 +439,7 @@ class BinanceFeed:
                 self.counters.malformed += 1  # a frame cannot be skipped: the socket goes
                 reason = f"a frame over {opts.max_frame_bytes:,} bytes (1009): skipped"
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError, ValueError) as exc:
-            reason = f"{type(exc).__name__}: {clip(str(exc))}" if str(exc) else type(exc).__name__
+            reason = clip(describe(exc))
         self._ws = None
         if watchdog is not None:
             if watchdog.done():

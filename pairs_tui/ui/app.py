@@ -40,6 +40,7 @@ from pairs_tui.model import (
     FeedState,
     FeedStats,
     SymbolError,
+    describe,
     normalise_symbols,
     printable,
 )
@@ -376,7 +377,7 @@ class PairsApp(App[int]):
                 self._render, snapshot, sizes, self.cursor, self.lean, prints
             )
         except Exception as exc:  # a chart that cannot be drawn must say so, not freeze
-            self.say(f"drawing failed: {type(exc).__name__}: {exc}", severity="error")
+            self.say(f"drawing failed: {describe(exc)}", severity="error")
             return
         short = self.screen.has_class("narrow")
         stats = (snapshot.summary, snapshot.glances, short)
