@@ -89,7 +89,7 @@ def rolling_mean_std(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
 def rolling_zscore(x: np.ndarray, w: int) -> np.ndarray:
     mean, std = rolling_mean_std(x, w)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = (x - mean) / std
+        z: np.ndarray = (x - mean) / std
     z[~np.isfinite(z)] = np.nan  # a flat window has no z-score
     return z
 

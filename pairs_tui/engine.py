@@ -294,7 +294,14 @@ class PairEngine:
         return replace(snapshot, asof_us=cut)
 
     @staticmethod
-    def _analyze(view, bars_a, bars_b, now_us, tested, cached) -> PairSnapshot:
+    def _analyze(
+        view: PairView,
+        bars_a: dict[str, pl.DataFrame],
+        bars_b: dict[str, pl.DataFrame],
+        now_us: int,
+        tested: frozenset[str],
+        cached: dict[str, tuple[object, Cointegration | None]],
+    ) -> PairSnapshot:
         """The shown timeframe in full and every other one at a glance (with the tests
         too where `tested` asks); `cached` is updated in place."""
         shown: PairSnapshot | None = None

@@ -156,6 +156,12 @@ class FeedStats:
     retry_at: float | None  # loop time of the next connection attempt while reconnecting
     last_error: str | None
 
+    def state_text(self, now: float) -> str:
+        """The connection in words, `now` on the loop clock `retry_at` is on."""
+        if self.state is FeedState.RECONNECTING and self.retry_at is not None:
+            return f"reconnecting in {max(0.0, self.retry_at - now):.0f}s"
+        return self.state.value
+
     def silent_loss(self) -> str | None:
         """Symbols whose every trade has been one already stored for a while, in words
         (a store whose ids run ahead of the feed's: nothing new is being recorded)."""

@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import TextIO
 
 from pairs_tui.config import Config
-from pairs_tui.feed.binance import BinanceFeed, FeedOptions
-from pairs_tui.feed.demo import DemoServer
-from pairs_tui.ingest import Ingest, RecordingStopped
-from pairs_tui.model import FeedState, FeedStats, printable
-from pairs_tui.retention import keep_pruned
+from pairs_tui.feed.binance import FeedOptions
+from pairs_tui.model import FeedStats, printable
+from pairs_tui.recording import Recording, RecordingPlan
 from pairs_tui.store import TickStore
 
 
@@ -55,11 +53,8 @@ def format_status(stats: FeedStats, rates: dict[str, float], now_us: int, now: f
     for s in stats.symbols:
         age = "-" if s.last_trade_us is None else f"{max(0, now_us - s.last_trade_us) / 1e6:.1f}s"
         parts.append(f"{s.symbol} {s.stored:,} ({rates.get(s.symbol, 0.0):.0f}/s, last {age})")
-    state = stats.state.value
-    if stats.state is FeedState.RECONNECTING and stats.retry_at is not None:
-        state = f"reconnecting in {max(0.0, stats.retry_at - now):.1f}s"
     parts += [loss for loss in (stats.silent_loss(),) if loss]
-    parts.append(state)
+    parts.append(stats.state_text(now))
     parts.append(f"reconnects {stats.reconnects}")
     parts.append(f"gaps {stats.gaps}")
     parts.append(f"malformed {stats.malformed}")
@@ -125,63 +120,55 @@ class StatusPrinter:
 async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None) -> FeedStats:
     """Record until SIGINT/SIGTERM or the duration ends; everything pending is committed."""
     out = out or sys.stdout  # looked up now, not when this module was imported
-    store = await TickStore.open(plan.db_path)
-    try:
-        await store.claim("demo" if plan.demo else "live")
-    except BaseException:
-        await store.close()
-        raise
     live = out.isatty()
     printer = StatusPrinter(out, live=live, interval=1.0 if live else 10.0)
-    server = DemoServer(seed=plan.seed, rate=config.demo.rate) if plan.demo else None
-    try:
-        ws_url = None
-        if server is not None:
-            await server.start()
-            ws_url = server.url
-            printer.event(f"demo feed on {server.url} (seed {server.market.seed})")
-        feed = BinanceFeed(
-            plan.symbols,
-            feed_options(config, ws_url),
-            on_event=printer.event,
-            on_warning=lambda text: printer.event(f"{text} in {plan.db_path}"),
+    recording_plan = RecordingPlan(
+        plan.db_path,
+        feed_options(config),
+        demo=plan.demo,
+        seed=plan.seed,
+        demo_rate=config.demo.rate,
+        flush_interval=config.store.flush_interval,
+        retention_s=config.store.retention_s,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with await TickStore.open(plan.db_path) as store:
+        recording = Recording(
+            recording_plan, store, on_event=printer.event, on_notice=printer.event
         )
-        ingest = Ingest(feed, store, flush_interval=config.store.flush_interval)
-        printer.event(f"recording {', '.join(plan.symbols)} into {plan.db_path}")
-        loop = asyncio.get_running_loop()
+        recording.on_failure = lambda failure: stop.set()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, ingest.stop)
+            loop.add_signal_handler(sig, stop.set)
         if plan.duration is not None:
-            loop.call_later(plan.duration, ingest.stop)
-        ticker = asyncio.create_task(_tick(printer, ingest))
-        pruner = None
-        if config.store.retention_s is not None:
-            pruner = asyncio.create_task(
-                keep_pruned(plan.db_path, config.store.retention_s, printer.event)
-            )
+            loop.call_later(plan.duration, stop.set)
+        ticker: asyncio.Task[None] | None = None
         try:
-            await ingest.run()
-        except Exception as exc:
-            raise RecordingStopped(exc, plan.db_path) from exc
+            await recording.start(plan.symbols)
+            if recording.server is not None:
+                server = recording.server
+                printer.event(f"demo feed on {server.url} (seed {server.market.seed})")
+            printer.event(f"recording {', '.join(plan.symbols)} into {plan.db_path}")
+            ticker = asyncio.create_task(_tick(printer, recording))
+            await stop.wait()
         finally:
-            ticker.cancel()
-            if pruner is not None:
-                pruner.cancel()
-                await asyncio.gather(pruner, return_exceptions=True)
+            if ticker is not None:
+                ticker.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-        stats = ingest.stats()
+            await recording.stop()
         printer.close()
+        if recording.failure is not None:
+            raise recording.failure
+        stats = recording.stats()
+        assert stats is not None
         printer.event(stopped_line(stats, plan.db_path))
         return stats
-    finally:
-        if server is not None:
-            await server.stop()
-        await store.close()
 
 
-async def _tick(printer: StatusPrinter, ingest: Ingest) -> None:
+async def _tick(printer: StatusPrinter, recording: Recording) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         while True:
             await asyncio.sleep(printer.interval)
-            printer.show(ingest.stats())
+            if stats := recording.stats():
+                printer.show(stats)

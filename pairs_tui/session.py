@@ -11,17 +11,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 from pairs_tui.alerts import AlertBook, AlertRule, RuleSpec, load_rules, parse_rule
 from pairs_tui.engine import PairEngine, PairSnapshot, PairView
 from pairs_tui.export import export_target, pair_export, write_export
-from pairs_tui.feed.binance import BinanceFeed, FeedOptions
-from pairs_tui.feed.demo import DemoServer
-from pairs_tui.ingest import Ingest, RecordingStopped
+from pairs_tui.feed.binance import FeedOptions
+from pairs_tui.ingest import RecordingStopped
 from pairs_tui.model import AlertEvent, FeedStats, StreamKind
-from pairs_tui.retention import keep_pruned
+from pairs_tui.recording import Recording, RecordingPlan
 from pairs_tui.store import STORE_ERRORS, TickStore
 
 
@@ -38,6 +36,20 @@ class SessionPlan:
     rules: tuple[RuleSpec, ...] = ()  # from config.toml and --alert
     keep_rules: bool = True  # store them (the cockpit) or only use them (watch)
     retention_s: float | None = None  # prune trades older than this while recording
+
+    @property
+    def recording(self) -> RecordingPlan | None:
+        if self.feed is None:
+            return None
+        return RecordingPlan(
+            self.db_path,
+            self.feed,
+            demo=self.demo,
+            seed=self.seed,
+            demo_rate=self.demo_rate,
+            flush_interval=self.flush_interval,
+            retention_s=self.retention_s,
+        )
 
 
 _NEEDS_TESTS = {"adf_p", "half_life"}
@@ -56,75 +68,37 @@ class Session:
         self.on_notice = on_notice or self.on_event
         self.view = plan.view
         self.store: TickStore | None = None
-        self.server: DemoServer | None = None
-        self.ingest: Ingest | None = None
+        self.recording: Recording | None = None
         self._engine: PairEngine | None = None
-        self._ingest_task: asyncio.Task[None] | None = None
-        self._pruner: asyncio.Task[None] | None = None
         self._stopped = False
-        self.failure: RecordingStopped | None = None  # how the pipeline ended by itself
         self.on_failure: Callable[[RecordingStopped], object] = lambda failure: None
         self.alerts = AlertBook()
+
+    @property
+    def failure(self) -> RecordingStopped | None:
+        """How the recording ended by itself, if it did."""
+        return self.recording.failure if self.recording is not None else None
 
     async def start(self) -> None:
         plan = self.plan
         self.store = await TickStore.open(plan.db_path)
         self._engine = PairEngine(self.store, self.view, plan.kind)
         await self._load_rules()
-        if plan.feed is None:
+        if plan.recording is None:
             return
-        await self.store.claim("demo" if plan.demo else "live")
-        if plan.demo:
-            self.server = await DemoServer(seed=plan.seed, rate=plan.demo_rate).start()
-        self._start_feed()
-        if plan.retention_s is not None:
-            self._pruner = asyncio.create_task(
-                keep_pruned(plan.db_path, plan.retention_s, self.on_notice), name="retention"
-            )
-
-    def _start_feed(self) -> None:
-        assert self.store is not None and self.plan.feed is not None
-        options = self.plan.feed
-        if self.server is not None:
-            options = replace(options, ws_url=self.server.url)
-        feed = BinanceFeed(
-            self.view.symbols,
-            options,
-            on_event=self.on_event,
-            on_warning=lambda text: self.on_notice(f"{text} in {self.plan.db_path}"),
+        self.recording = Recording(
+            plan.recording, self.store, on_event=self.on_event, on_notice=self.on_notice
         )
-        self.ingest = Ingest(feed, self.store, flush_interval=self.plan.flush_interval)
-        task = asyncio.create_task(self.ingest.run(), name="ingest")
-        task.add_done_callback(partial(self._ended, self.ingest))
-        self._ingest_task = task
-
-    def _ended(self, ingest: Ingest, task: asyncio.Task[None]) -> None:
-        """Ingestion runs until it is stopped: ending otherwise, or failing to commit what
-        was pending when stopped, is a failure, kept and told."""
-        if task.cancelled() or self.failure is not None:
-            return
-        cause = task.exception()
-        if cause is None and ingest.stopped:
-            return
-        self.failure = RecordingStopped(cause or RuntimeError("the feed ended"), self.plan.db_path)
-        self.on_failure(self.failure)
-
-    async def _stop_feed(self) -> None:
-        if self.ingest is not None and self._ingest_task is not None:
-            self.ingest.stop()
-            await asyncio.gather(self._ingest_task, return_exceptions=True)
+        self.recording.on_failure = lambda failure: self.on_failure(failure)
+        await self.recording.start(self.view.symbols)
 
     async def stop(self) -> None:
         """Stop the feed, commit everything pending, close the store. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
-        if self._pruner is not None:
-            self._pruner.cancel()
-            await asyncio.gather(self._pruner, return_exceptions=True)
-        await self._stop_feed()
-        if self.server is not None:
-            await self.server.stop()
+        if self.recording is not None:
+            await self.recording.stop()
         if self.store is not None:
             await self.store.close()
 
@@ -144,11 +118,8 @@ class Session:
         if self._engine is not None:
             self._engine.set_view(view)
         self._want_tests()
-        if switched and self.plan.feed is not None and self.store is not None:
-            if self.failure is not None:  # it stays stopped, and says so, until restarted
-                return
-            await self._stop_feed()
-            self._start_feed()
+        if switched and self.recording is not None:
+            await self.recording.switch(view.symbols)
 
     async def refresh(self) -> PairSnapshot:
         """The newest snapshot, with the alerts it fired (stored, unless the store fails)."""
@@ -234,7 +205,7 @@ class Session:
         return self._engine.trades_seen
 
     def feed_stats(self) -> FeedStats | None:
-        return self.ingest.stats() if self.ingest is not None else None
+        return self.recording.stats() if self.recording is not None else None
 
     async def export(self, target: str, whats: tuple[str, ...]) -> list[Path]:
         """The current view's CSVs, as `pairs-tui export` writes them (same data, same

@@ -214,7 +214,7 @@ def _drop_shared_files(path: Path) -> None:
                 conn.execute("PRAGMA user_version").fetchone()
 
 
-async def _connect(path: Path, *, readonly: bool, immutable: bool = False):
+async def _connect(path: Path, *, readonly: bool, immutable: bool = False) -> aiosqlite.Connection:
     if not readonly:
         return await aiosqlite.connect(path, isolation_level=None)
     # mode=ro: SQLite itself refuses every write, whatever a caller tries
@@ -421,7 +421,7 @@ class TickStore:
             await conn.execute(
                 "INSERT OR IGNORE INTO series (symbol, kind) VALUES (?, ?)", (symbol, kind.value)
             )
-            ids[symbol] = await self._scalar(_SERIES_ID, (symbol, kind.value))
+            ids[symbol] = await self._count(_SERIES_ID, (symbol, kind.value))
         return ids
 
     # -- writing ------------------------------------------------------------------------
@@ -511,7 +511,7 @@ class TickStore:
         cursor = await self._conn.execute("SELECT id FROM series")
         total = 0
         for (series,) in await cursor.fetchall():
-            total += await self._scalar(
+            total += await self._count(
                 "SELECT count(*) FROM trades WHERE series = ? AND ts_us < ? AND trade_id <"
                 " (SELECT max(trade_id) FROM trades WHERE series = ?)",
                 (series, before_us, series),
@@ -553,8 +553,8 @@ class TickStore:
                 if cursor.rowcount < batch:
                     break
                 await self._let_writers_in(started)
-        if await self._scalar("PRAGMA auto_vacuum") == 2:  # incremental
-            while await self._scalar("PRAGMA freelist_count") > 0:
+        if await self._count("PRAGMA auto_vacuum") == 2:  # incremental
+            while await self._count("PRAGMA freelist_count") > 0:
                 started = time.perf_counter()
                 # executescript runs the pragma to the end; execute would free one page
                 await self._retrying(
@@ -578,11 +578,13 @@ class TickStore:
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (*pair, timeframe, rule, now_us),
         )
-        return await self._scalar(
+        rule_id = await self._int(
             "SELECT id FROM alert_rules WHERE symbol_a = ? AND symbol_b = ? AND timeframe = ?"
             " AND rule = ?",
             (*pair, timeframe, rule),
         )
+        assert rule_id is not None, "inserted or already there"
+        return rule_id
 
     async def rules(self) -> list[RuleRecord]:
         """Every stored rule, as stored: `alerts.load_rules` parses them (and says which
@@ -693,18 +695,18 @@ class TickStore:
 
     async def first_id_since(self, symbol: str, kind: StreamKind, since_us: int) -> int | None:
         """The smallest trade id at or after `since_us` (found through the time index)."""
-        return await self._scalar(
+        return await self._int(
             f"SELECT min(trade_id) FROM trades WHERE series = {_SERIES} AND ts_us >= ?",
             (symbol, kind.value, since_us),
         )
 
     async def last_id(self, symbol: str, kind: StreamKind) -> int | None:
-        return await self._scalar(
+        return await self._int(
             f"SELECT max(trade_id) FROM trades WHERE series = {_SERIES}", (symbol, kind.value)
         )
 
     async def last_time(self, symbol: str, kind: StreamKind) -> int | None:
-        return await self._scalar(
+        return await self._int(
             f"SELECT max(ts_us) FROM trades WHERE series = {_SERIES}", (symbol, kind.value)
         )
 
@@ -729,9 +731,21 @@ class TickStore:
     async def integrity_ok(self) -> bool:
         return await self._scalar("PRAGMA integrity_check") == "ok"
 
-    async def _scalar(self, sql: str, params: tuple = ()):
+    async def _scalar(self, sql: str, params: tuple[object, ...] = ()) -> object:
         await self._follow_writer()
         cursor = await self._conn.execute(sql, params)
         row = await cursor.fetchone()
         assert row is not None, "an aggregate or a pragma: always one row"
-        return row[0]
+        value: object = row[0]
+        return value
+
+    async def _int(self, sql: str, params: tuple[object, ...] = ()) -> int | None:
+        value = await self._scalar(sql, params)
+        assert value is None or isinstance(value, int), value
+        return value
+
+    async def _count(self, sql: str, params: tuple[object, ...] = ()) -> int:
+        """A scalar that is always a number (a count, an id just inserted, a pragma)."""
+        value = await self._int(sql, params)
+        assert value is not None, sql
+        return value

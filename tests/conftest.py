@@ -82,3 +82,18 @@ def cli_env(home: Path) -> dict[str, str]:
 
 def pairs_tui_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pairs_tui", *args]
+
+
+TIERS = ("unit", "server", "pty")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test is in one tier, so `-m unit` and friends mean what they say. The slow
+    tiers run first: the quick unit tests then fill the workers' gaps, not the tail."""
+    rank = {}
+    for item in items:
+        tiers = [t for t in TIERS if item.get_closest_marker(t)]
+        if len(tiers) != 1:
+            raise pytest.UsageError(f"{item.nodeid}: one tier marker of {TIERS}, not {tiers}")
+        rank[item.nodeid] = -TIERS.index(tiers[0])
+    items.sort(key=lambda item: rank[item.nodeid])

@@ -32,6 +32,8 @@ from pairs_tui.engine import PairView
 from pairs_tui.session import Session, SessionPlan
 from pairs_tui.store import SCHEMA_VERSION, TickStore
 
+pytestmark = pytest.mark.unit
+
 # -- the parser ---------------------------------------------------------------------------
 
 

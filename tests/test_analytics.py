@@ -19,6 +19,8 @@ from pairs_tui.analytics import (
 )
 from pairs_tui.feed.demo import SyntheticMarket
 
+pytestmark = pytest.mark.unit
+
 REL = 1e-9
 
 

@@ -14,6 +14,8 @@ import subprocess
 import pytest
 from conftest import REPO, cli_env, pairs_tui_cmd, store_tape
 
+pytestmark = pytest.mark.server
+
 ROW = re.compile(
     r"^\| (?P<what>[^|]+) \| `pairs-tui (?P<args>[^`]+)` \| (?P<code>\d) \| `(?P<says>.+)` \|$"
 )

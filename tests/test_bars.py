@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from pairs_tui.bars import TIMEFRAMES, empty_bars, fold, resample, trades_frame
 
+pytestmark = pytest.mark.unit
+
 
 def reference_bars(trades: list[tuple[int, int, str, str]], tf_us: int) -> list[tuple]:
     """Plain Python: bucket by floor(t / tf), order by (time, id) inside each bucket."""

@@ -14,6 +14,8 @@ from ptyterm import PtyTerminal
 
 from pairs_tui.ui.charts import ChartSpec, Line, render, tick_label, ticks, waiting_for
 
+pytestmark = pytest.mark.pty
+
 TIME_AXIS = re.compile(r"\d\d:\d\d:\d\d")
 LABEL = re.compile(r"^\s*(-?\d+(?:\.\d+)?)(?=[\s├┤┼│─▘▝▖▗▚▞▀▄▌▐▙▛▜▟]|$)")
 

@@ -15,6 +15,8 @@ from conftest import cli_env, pairs_tui_cmd, wait_until
 
 from pairs_tui.feed.demo import DemoServer
 
+pytestmark = pytest.mark.server
+
 
 def run_cli(home, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(

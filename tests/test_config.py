@@ -10,6 +10,8 @@ from conftest import REPO
 
 from pairs_tui.config import Config, ConfigError, apply, load_config, user_config_path
 
+pytestmark = pytest.mark.unit
+
 
 def test_documented_config_toml_equals_the_built_in_defaults():
     text = (REPO / "config.toml").read_text()

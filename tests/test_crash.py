@@ -15,10 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import cli_env, store_tape
 from ptyterm import PtyTerminal
 
 import pairs_tui
+
+pytestmark = pytest.mark.pty
 
 CRASH_LINE = re.compile(
     r"pairs-tui: crashed: (?P<error>.+) \(the traceback is in (?P<log>\S+\.log); "

@@ -23,6 +23,8 @@ from websockets.exceptions import InvalidStatus
 from pairs_tui.analytics import half_life
 from pairs_tui.feed.demo import DEFAULT_SEED, EPOCH_MS, DemoServer, DemoTrade, SyntheticMarket
 
+pytestmark = pytest.mark.server
+
 PAIR = ("BTCUSDT", "ETHUSDT")
 
 

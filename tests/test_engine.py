@@ -12,6 +12,8 @@ from pairs_tui.export import load_pair
 from pairs_tui.model import StreamKind
 from pairs_tui.store import TickStore
 
+pytestmark = pytest.mark.unit
+
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 

@@ -29,6 +29,8 @@ from conftest import cli_env, market, pairs_tui_cmd, store_tape, write_trades
 from pairs_tui.model import AlertEvent, StreamKind
 from pairs_tui.store import _MIGRATIONS, SCHEMA_VERSION, StoreError, TickStore
 
+pytestmark = pytest.mark.server
+
 FOREIGN = "is not a pairs-tui store (it has tables app_posts, app_users): pass another --db"
 
 

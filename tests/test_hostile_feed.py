@@ -40,6 +40,8 @@ from pairs_tui.model import (
 )
 from pairs_tui.store import TickStore
 
+pytestmark = pytest.mark.unit
+
 BTC, ETH = "BTCUSDT", "ETHUSDT"
 BASE = 5_000_000_000  # Binance-sized ids: an empty store's first trade waits for the next
 

@@ -21,6 +21,8 @@ from hostile import CHECK_CASES, GOOD
 from pairs_tui.importer import MAX_LINE_CHARS, DumpError, DumpFile, identify, parse_chunk
 from pairs_tui.model import MICROS_THRESHOLD, StreamKind, check_trade
 
+pytestmark = pytest.mark.server
+
 FIRST_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 
 

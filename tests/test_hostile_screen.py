@@ -18,6 +18,8 @@ from conftest import cli_env
 from ptyterm import PtyTerminal
 from websockets.asyncio.server import ServerConnection, serve
 
+pytestmark = pytest.mark.pty
+
 TIME_AXIS = re.compile(r"\d\d:\d\d:\d\d")  # a drawn chart's, not a placeholder's
 EVIL = "\x1b[2J\x1b]0;PWNED\x07[bold]LOUD[/bold]"
 

@@ -9,6 +9,8 @@ import sys
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.server
+
 UI_ONLY = {"textual", "plotext", "textual_plotext"}
 
 

@@ -17,6 +17,8 @@ from test_bars import reference_bars
 from pairs_tui.cli import main
 from pairs_tui.feed.demo import SyntheticMarket
 
+pytestmark = pytest.mark.server
+
 
 def strict_json(text: str) -> dict:
     """json.loads, refusing the NaN/Infinity that Python would otherwise accept."""

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.server
+
 
 def _git_files(*paths: str) -> list[str]:
     """Files git tracks, and new ones it does not ignore (a change not yet committed)."""

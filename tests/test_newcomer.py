@@ -26,6 +26,8 @@ from pairs_tui.ui import app as ui
 from pairs_tui.ui.commands import interpret
 from pairs_tui.ui.widgets import StatsPanel, StatusLine
 
+pytestmark = pytest.mark.pty
+
 
 def run(home, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

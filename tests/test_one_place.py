@@ -8,7 +8,10 @@ import asyncio
 import subprocess
 import sys
 
+import pytest
 from conftest import cli_env, store_tape
+
+pytestmark = pytest.mark.server
 
 PLUGIN = "import pairs_tui.model as model\nmodel.TIMEFRAMES['15m'] = 900_000_000\n"
 
@@ -16,7 +19,6 @@ CHECKS = """
 from pairs_tui.engine import PairView
 from pairs_tui.ui.app import PairsApp
 from pairs_tui.ui.commands import FIXED, interpret
-
 PairView("BTCUSDT", "ETHUSDT", "15m", 20, 600)
 [hit] = interpret("timeframe 15m", ())
 assert hit.action == "timeframe('15m')", hit

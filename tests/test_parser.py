@@ -11,6 +11,8 @@ from conftest import SAMPLES
 from pairs_tui.feed.binance import FrameDecoder, MalformedFrame, ShutdownNotice
 from pairs_tui.model import StreamKind
 
+pytestmark = pytest.mark.unit
+
 
 def capture_frames(name: str) -> list[bytes]:
     """cryptofeed captures: '<epoch>: <frame>' per line; line 1 of a full capture is the URL."""

@@ -15,8 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import cli_env, pairs_tui_cmd
 from ptyterm import PtyTerminal
+
+pytestmark = pytest.mark.pty
 
 FILE_LIMIT = 300_000  # bytes: reached within a second at the fast demo rate
 FAILED = "recording stopped: cannot write"

@@ -23,6 +23,8 @@ import pytest
 from conftest import pairs_tui_cmd
 from ptyterm import PtyTerminal
 
+pytestmark = pytest.mark.pty
+
 COLS, ROWS = 100, 30
 VIEW_ARGS = ("--timeframe", "1s", "--window", "2", "--lookback", "60")
 READY_WITHIN = 5.0  # seconds from spawn to a finished cockpit

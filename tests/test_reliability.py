@@ -9,11 +9,14 @@ import sqlite3
 import subprocess
 import time
 
+import pytest
 from conftest import cli_env, pairs_tui_cmd, wait_until
 
 from pairs_tui.feed.demo import DemoServer
 from pairs_tui.model import StreamKind
 from pairs_tui.store import TickStore
+
+pytestmark = pytest.mark.server
 
 RATE = 400.0  # trades per second per symbol
 FLUSH_S = 0.25

@@ -7,11 +7,14 @@ import asyncio
 import re
 import subprocess
 
+import pytest
 from conftest import REPO, cli_env, pairs_tui_cmd, store_tape, wait_until
 from test_ui import make_app
 
 from pairs_tui.feed.demo import DemoServer, Faults
 from pairs_tui.ui.commands import interpret
+
+pytestmark = pytest.mark.server
 
 EVIL = "\x1b[2J\x1b]0;owned\x07[bold]loud[/bold]\nfake log line"
 

@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 
+import pytest
 from conftest import cli_env, pairs_tui_cmd, wait_until
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -19,6 +20,8 @@ from pairs_tui.session import Session, SessionPlan
 from pairs_tui.store import TickStore
 from pairs_tui.ui.app import make_app
 from pairs_tui.ui.widgets import StatusLine
+
+pytestmark = pytest.mark.server
 
 STORED_UP_TO = 5_000
 

@@ -18,6 +18,8 @@ from pairs_tui.session import SessionPlan
 from pairs_tui.ui.app import CHARTS, PairsApp, make_app
 from pairs_tui.ui.widgets import ChartView
 
+pytestmark = pytest.mark.server
+
 
 def replayed(db_path) -> PairsApp:
     asyncio.run(store_tape(db_path, 900))

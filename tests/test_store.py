@@ -11,6 +11,8 @@ import pytest
 from pairs_tui.model import Gap, StreamKind
 from pairs_tui.store import SCHEMA_VERSION, StoreError, TickStore
 
+pytestmark = pytest.mark.unit
+
 
 def row(tid: int, series: int = 1, price: str = "102571.17000000"):
     return (

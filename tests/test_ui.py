@@ -29,6 +29,8 @@ from pairs_tui.ui.commands import interpret, literal
 from pairs_tui.ui.help import HelpScreen
 from pairs_tui.ui.widgets import AlertPanel, ChartView, Readout, StatsPanel, StatusLine
 
+pytestmark = pytest.mark.server
+
 
 def make_app(db_path, *, window=3, lookback=40, timeframe="1s", feed=True, **options) -> PairsApp:
     plan = SessionPlan(
@@ -137,10 +139,10 @@ async def test_a_view_that_cannot_be_is_refused_with_a_message(db_path):
 async def test_quit_leaves_a_consistent_store(db_path):
     app = make_app(db_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(lambda: app.session.ingest.stats().symbols[0].received > 50, 10)
+        await wait_until(lambda: app.session.recording.ingest.stats().symbols[0].received > 50, 10)
         await pilot.press("q")
-    stored = {s.symbol: s.stored for s in app.session.ingest.stats().symbols}
-    received = {s.symbol: s.received for s in app.session.ingest.stats().symbols}
+    stored = {s.symbol: s.stored for s in app.session.recording.ingest.stats().symbols}
+    received = {s.symbol: s.received for s in app.session.recording.ingest.stats().symbols}
     assert stored == received  # everything received was committed on quit
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -443,9 +445,9 @@ async def test_any_way_out_commits_and_closes_the_store(db_path):
     """Not only `q`: Textual's own exits (the palette's quit, app.exit) close the store."""
     app = make_app(db_path)
     async with app.run_test(size=(80, 24)):
-        await wait_until(lambda: app.session.ingest.stats().symbols[0].received > 20, 10)
+        await wait_until(lambda: app.session.recording.ingest.stats().symbols[0].received > 20, 10)
         app.exit(0)
-    stats = app.session.ingest.stats()
+    stats = app.session.recording.ingest.stats()
     assert [s.stored for s in stats.symbols] == [s.received for s in stats.symbols]
     assert not db_path.with_name(db_path.name + "-wal").exists()  # the last close removes it
 

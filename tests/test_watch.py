@@ -14,6 +14,8 @@ import pytest
 from conftest import cli_env, pairs_tui_cmd, store_tape
 from test_ui import exit_code
 
+pytestmark = pytest.mark.server
+
 VIEW = ["--timeframe", "1s", "--window", "6", "--lookback", "30"]
 
 

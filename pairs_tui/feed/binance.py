@@ -451,7 +451,7 @@ class BinanceFeed:
         lived = None if connected_at is None else loop.time() - connected_at
         return reason, lived, immediate
 
-    async def _watch(self, ws) -> str:
+    async def _watch(self, ws: ClientConnection) -> str:
         """Data watchdog: a connection that delivers nothing for `stale_after` is dead."""
         loop = asyncio.get_running_loop()
         stale_after = self.options.stale_after
@@ -467,7 +467,7 @@ class BinanceFeed:
                 ws.transport.abort()
                 return f"no data for {stale_after:g}s"
 
-    async def _consume(self, ws) -> None:
+    async def _consume(self, ws: ClientConnection) -> None:
         decode = self._decoder.decode
         counters = self.counters
         max_pending = self.options.max_pending

@@ -132,10 +132,9 @@ def feed_text(label: str | None, stats: FeedStats | None, rate: float, now: floa
     """connected / reconnecting in Ns / stale / demo / no feed, then rate and latency."""
     if label is None or stats is None:
         return "no feed (viewing the store)"
-    state = stats.state.value
+    state = stats.state_text(now)
     last = max((s.last_trade_us or 0 for s in stats.symbols), default=0)
     if stats.state is FeedState.RECONNECTING and stats.retry_at is not None:
-        state = f"reconnecting in {max(0.0, stats.retry_at - now):.0f}s"
         if stats.last_error:
             state += f" ({printable(stats.last_error)})"
         if label == "live" and not last:  # never a trade: likely no way to Binance
