@@ -219,6 +219,10 @@ class Summary:
     half_life_seconds: float | None
     verdict: str | None
     reason: str | None  # why values are missing ("collecting: 12 / 21 bars")
+    history_bars: int = 0  # bars of the series that hold the exchange's REST history
+    tests_start_us: int | None = None  # the closed bars the cointegration tests ran on
+    tests_end_us: int | None = None
+    tests_n: int = 0
 
 
 def _num(x: float) -> float | None:

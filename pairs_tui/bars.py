@@ -89,3 +89,44 @@ def fold(bars: pl.DataFrame, new: pl.DataFrame, keep: int | None = None) -> pl.D
             bars = bars.slice(0, bars.height - 1)
         new = pl.concat([bars, new])
     return new.tail(keep) if keep is not None else new
+
+
+HISTORY_SCHEMA = {**BAR_SCHEMA, "until_id": pl.Int64}
+
+
+def history_frame(
+    rows: list[tuple[int, float, float, float, float, float, int, int | None]],
+) -> pl.DataFrame:
+    """History bars (HistoryBar fields in order) as a frame; bars without trades (the
+    exchange sends a kline for every interval) are left out, as everywhere else."""
+    frame = pl.DataFrame(rows, schema=HISTORY_SCHEMA, orient="row")
+    return frame.filter(pl.col("trades") > 0)
+
+
+def merge_history(bars: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
+    """Trade-built bars with the exchange's history before them, column `rest` saying
+    which bars hold history.
+
+    A whole history bar counts only where no trades were stored for it (trades win); a
+    seam bar (`until_id` set) holds the trades before the first stored one, so it opens
+    the stored trades' bar: first open, last close, extremes of both, sums of both.
+    """
+    trades = bars.with_columns(rest=pl.lit(False))
+    if history.is_empty():
+        return trades
+    whole = history.filter(pl.col("until_id").is_null()).drop("until_id")
+    whole = whole.join(bars.select("ts_us"), on="ts_us", how="anti")
+    seam = history.filter(pl.col("until_id").is_not_null()).drop("until_id")
+    joined = seam.join(bars, on="ts_us", how="left", suffix="_t")
+    seamed = joined.select(
+        "ts_us",
+        "open",
+        pl.max_horizontal("high", "high_t").alias("high"),
+        pl.min_horizontal("low", "low_t").alias("low"),
+        pl.coalesce("close_t", "close").alias("close"),
+        (pl.col("volume") + pl.col("volume_t").fill_null(0.0)).alias("volume"),
+        (pl.col("trades") + pl.col("trades_t").fill_null(0)).alias("trades"),
+    )
+    rest = pl.concat([whole, seamed]).with_columns(rest=pl.lit(True))
+    trades = trades.join(seam.select("ts_us"), on="ts_us", how="anti")
+    return pl.concat([rest, trades]).sort("ts_us")

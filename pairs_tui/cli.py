@@ -21,6 +21,7 @@ from pairs_tui import __version__
 from pairs_tui.config import Config, ConfigError, apply, load_config
 from pairs_tui.crash import Crashed, report_crash
 from pairs_tui.feed.binance import check_ws_url
+from pairs_tui.feed.rest import UnknownSymbol, check_rest_url
 from pairs_tui.ingest import RecordingStopped
 from pairs_tui.model import (
     LOOKBACK_MAX,
@@ -116,6 +117,41 @@ duration_option = click.option(
     callback=lambda ctx, param, value: _finite(value, "--duration"),
     help="Stop by itself after this many seconds.",
 )
+
+
+def _rest_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_rest_url(value)
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from None
+
+
+def rest_options(fn):
+    """--rest-url and --no-backfill: where history comes from, or none at all."""
+    fn = click.option(
+        "--no-backfill",
+        "no_backfill",
+        is_flag=True,
+        help="Live only: no history from REST (feed.backfill = false).",
+    )(fn)
+    return click.option(
+        "--rest-url",
+        help="Binance REST base URL for history (feed.rest_url; market data only:"
+        " https://data-api.binance.vision).",
+    )(fn)
+
+
+def _feed_settings(ws_url: str | None, rest_url: str | None, no_backfill: bool) -> dict:
+    """The feed's command-line settings, checked, as config overrides."""
+    return {
+        "ws_url": _ws_url(ws_url),
+        "rest_url": _rest_url(rest_url),
+        "backfill": False if no_backfill else None,
+    }
+
+
 no_feed_option = click.option(
     "--no-feed", is_flag=True, help="Only read the store (another process records)."
 )
@@ -181,6 +217,13 @@ def cli(debug: bool) -> None:
 @duration_option
 @db_option
 @ws_url_option
+@rest_options
+@click.option(
+    "--backfill",
+    "backfill_span",
+    help="History to fetch before streaming, of 1s, 1m and 5m bars: 4h, 7d"
+    " (default: the configured view's L + W bars).",
+)
 @click.option(
     "--stream",
     type=click.Choice(["trade", "aggTrade"]),
@@ -194,6 +237,9 @@ def record(
     duration: float | None,
     db: Path | None,
     ws_url: str | None,
+    rest_url: str | None,
+    no_backfill: bool,
+    backfill_span: str | None,
     stream: str | None,
     config_file: Path | None,
 ) -> None:
@@ -204,10 +250,22 @@ def record(
         names = normalise_symbols(symbols)
     except SymbolError as exc:
         raise UsageProblem(str(exc)) from None
-    config = _config(config_file, feed={"ws_url": _ws_url(ws_url), "stream": stream})
+    if backfill_span is not None and no_backfill:
+        raise UsageProblem("--backfill and --no-backfill contradict each other: give one")
+    span_s = None
+    if backfill_span is not None:
+        try:
+            span_s = parse_span(backfill_span)
+        except ValueError as exc:
+            raise UsageProblem(f"--backfill: {exc}") from None
+    feed = _feed_settings(ws_url, rest_url, no_backfill) | {"stream": stream}
+    config = _config(config_file, feed=feed)
     path = _db_path(config, db, demo=demo)
-    plan = RecordPlan(names, path, demo=demo, seed=seed, duration=duration)
-    asyncio.run(run_record(plan, config))
+    plan = RecordPlan(names, path, demo=demo, seed=seed, duration=duration, backfill_s=span_s)
+    try:
+        asyncio.run(run_record(plan, config))
+    except UnknownSymbol as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 async def _check_store(path: Path, source: str | None) -> None:
@@ -320,6 +378,7 @@ def _session_plan(
         rules=rules,
         keep_rules=keep_rules,
         retention_s=None if no_feed else config.store.retention_s,
+        rest_url=None if no_feed else config.rest_url,
     )
 
 
@@ -340,6 +399,7 @@ def with_view_options(fn):
 @alert_option
 @db_option
 @ws_url_option
+@rest_options
 @config_option
 def cockpit(
     symbols: tuple[str, ...],
@@ -354,6 +414,8 @@ def cockpit(
     alerts: tuple[str, ...],
     db: Path | None,
     ws_url: str | None,
+    rest_url: str | None,
+    no_backfill: bool,
     config_file: Path | None,
 ) -> None:
     """The terminal cockpit for a pair: `pairs-tui btcusdt ethusdt`, or `pairs-tui` for
@@ -363,7 +425,7 @@ def cockpit(
     config = _config(
         config_file,
         view={"timeframe": timeframe, "window": window, "lookback": lookback},
-        feed={"ws_url": _ws_url(ws_url)},
+        feed=_feed_settings(ws_url, rest_url, no_backfill),
         ui={"refresh": refresh_every, "lean": lean},
     )
     if len(symbols) not in (0, 2):
@@ -396,6 +458,8 @@ def cockpit(
     app.run()
     if app.crash is not None:  # Textual has shut down and restored the terminal
         raise Crashed(app.crash, app.crash_report())
+    if app.usage_error is not None:  # a symbol Binance does not list
+        raise UsageProblem(app.usage_error)
     if app.session.failure is not None:
         raise app.session.failure
     if (stats := app.session.feed_stats()) is not None:
@@ -522,6 +586,7 @@ def export(
 @refresh_option("evaluations")
 @db_option
 @ws_url_option
+@rest_options
 @config_option
 def watch(
     symbol_a: str,
@@ -537,6 +602,8 @@ def watch(
     refresh_every: float | None,
     db: Path | None,
     ws_url: str | None,
+    rest_url: str | None,
+    no_backfill: bool,
     config_file: Path | None,
 ) -> None:
     """Alerts without a screen: each firing of a --alert rule is one JSON line on stdout
@@ -546,7 +613,7 @@ def watch(
     config = _config(
         config_file,
         view={"timeframe": timeframe, "window": window, "lookback": lookback},
-        feed={"ws_url": _ws_url(ws_url)},
+        feed=_feed_settings(ws_url, rest_url, no_backfill),
         ui={"refresh": refresh_every},
     )
     view = _view(config, symbol_a, symbol_b)
@@ -563,7 +630,10 @@ def watch(
         rules=rules,
         keep_rules=False,
     )
-    asyncio.run(run_watch(plan, every=config.ui.refresh, duration=duration))
+    try:
+        asyncio.run(run_watch(plan, every=config.ui.refresh, duration=duration))
+    except UnknownSymbol as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 @cli.command("alerts")
@@ -682,7 +752,10 @@ def demo_server(
     async def serve() -> None:
         await server.start()
         click.echo(f"demo feed listening on {server.url} (seed {server.market.seed})")
-        click.echo(f"connect with: pairs-tui record btcusdt ethusdt --ws-url {server.url}")
+        click.echo(
+            "connect with: pairs-tui record btcusdt ethusdt"
+            f" --ws-url {server.url} --rest-url {server.rest_url}"
+        )
         try:
             await asyncio.Future()
         finally:

@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 import platformdirs
 
 from pairs_tui.feed.binance import DEFAULT_WS_URL, check_ws_url
+from pairs_tui.feed.rest import DEFAULT_REST_URL, check_rest_url
 from pairs_tui.model import (
     LOOKBACK_MAX,
     REFRESH_RANGE,
@@ -41,6 +42,8 @@ class PairConfig:
 @dataclass(frozen=True)
 class FeedConfig:
     ws_url: str = DEFAULT_WS_URL
+    rest_url: str = DEFAULT_REST_URL  # history at start and holes filled
+    backfill: bool = True  # false: live only, REST is never asked
     stream: str = "trade"
     stale_after: float = 30.0
     backoff_initial: float = 0.5
@@ -107,6 +110,11 @@ class Config:
     @property
     def stream_kind(self) -> StreamKind:
         return StreamKind(self.feed.stream)
+
+    @property
+    def rest_url(self) -> str | None:
+        """Where history comes from; None when backfill is off (live only)."""
+        return self.feed.rest_url if self.feed.backfill else None
 
 
 _SECTIONS = {f.name: f.type for f in fields(Config) if f.name != "alerts"}
@@ -236,6 +244,10 @@ def _validate(config: Config, source: str) -> None:
         check_ws_url(feed.ws_url)
     except ValueError:
         fail("feed.ws_url", f"must start with ws:// or wss://, not {feed.ws_url!r}")
+    try:
+        check_rest_url(feed.rest_url)
+    except ValueError:
+        fail("feed.rest_url", f"must start with http:// or https://, not {feed.rest_url!r}")
     for name in ("stale_after", "backoff_initial", "backoff_max", "healthy_after"):
         if getattr(feed, name) <= 0:
             fail(f"feed.{name}", "must be greater than 0")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import astuple, dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -26,7 +26,14 @@ from pairs_tui.analytics import (
     spread_of,
     summarize,
 )
-from pairs_tui.bars import empty_bars, fold, resample, trades_frame
+from pairs_tui.bars import (
+    empty_bars,
+    fold,
+    history_frame,
+    merge_history,
+    resample,
+    trades_frame,
+)
 from pairs_tui.model import (
     LOOKBACK_MAX,
     TIMEFRAMES,
@@ -42,6 +49,13 @@ _CHUNK = 500_000  # trades per read while loading history: bounds memory
 
 class ViewError(ValueError):
     pass
+
+
+def bars_wanted(window: int, lookback: int, first: str | None = None) -> dict[str, int]:
+    """Bars of history per timeframe for a full view at once: L + W (+2, as kept); the
+    timeframe `first` (the one on screen) is fetched first."""
+    order = sorted(TIMEFRAMES, key=lambda tf: tf != first)
+    return {tf: lookback + window + 2 for tf in order}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +89,9 @@ class PairView:
     def tf_us(self) -> int:
         return TIMEFRAMES[self.timeframe]
 
+    def history_wanted(self) -> dict[str, int]:
+        return bars_wanted(self.window, self.lookback, self.timeframe)
+
     @property
     def symbols(self) -> tuple[str, str]:
         return self.symbol_a, self.symbol_b
@@ -106,6 +123,7 @@ class SymbolBars:
         self.kind = kind
         self.until_us = until_us
         self.bars: dict[str, pl.DataFrame] = {tf: empty_bars() for tf in timeframes}
+        self.history: dict[str, pl.DataFrame] = {tf: history_frame([]) for tf in self.bars}
         self.watermark = -1  # the last trade id folded in
         self.trades = 0
         self.late = 0  # trades older than a bar already formed: skipped, counted
@@ -119,6 +137,22 @@ class SymbolBars:
             self.watermark = first - 1
         else:  # nothing that recent: only trades stored from now on count
             self.watermark = await store.last_id(self.symbol, self.kind) or -1
+
+    async def load_history(self, store: TickStore, since_us: Mapping[str, int]) -> None:
+        """The exchange's history bars opening at or after `since_us[tf]` (and before
+        `until_us`), in place of those loaded before."""
+        for tf in self.bars:
+            rows = await store.history(self.symbol, self.kind, tf, since_us[tf])
+            if self.until_us is not None:
+                rows = [r for r in rows if r.open_us < self.until_us]
+            self.history[tf] = history_frame([astuple(r) for r in rows])
+
+    def merged(self, tf: str) -> pl.DataFrame:
+        """The bars with the history before them (column `rest`: from history)."""
+        return merge_history(self.bars[tf], self.history[tf])
+
+    def merged_all(self) -> dict[str, pl.DataFrame]:
+        return {tf: self.merged(tf) for tf in self.bars}
 
     async def update(self, store: TickStore, until_us: int | None = None) -> int:
         """Fold in every trade newer than the watermark (and before `until_us`, if given);
@@ -162,10 +196,14 @@ class SymbolBars:
 
 
 def join_bars(bars_a: pl.DataFrame, bars_b: pl.DataFrame) -> pl.DataFrame:
-    """The pair series: bars inner-joined on open time, oldest first."""
-    joined = bars_a.select("ts_us", "close", "trades").join(
-        bars_b.select("ts_us", "close", "trades"), on="ts_us", how="inner", suffix="_b"
+    """The pair series: bars inner-joined on open time, oldest first (with `rest`, true
+    where either side holds history, when the bars say)."""
+    columns = ["ts_us", "close", "trades", *(["rest"] if "rest" in bars_a.columns else [])]
+    joined = bars_a.select(columns).join(
+        bars_b.select(columns), on="ts_us", how="inner", suffix="_b"
     )
+    if "rest" in columns:
+        joined = joined.with_columns(rest=pl.col("rest") | pl.col("rest_b")).drop("rest_b")
     return joined.sort("ts_us")
 
 
@@ -214,6 +252,13 @@ def analyze(
         lookback=view.lookback,
         n_trades=n_trades,
     )
+    summary = replace(
+        summary,
+        history_bars=int(joined["rest"].sum()) if "rest" in joined.columns else 0,
+        tests_start_us=closed["ts_us"].min() if tests else None,  # type: ignore[arg-type]
+        tests_end_us=closed["ts_us"].max() if tests else None,  # type: ignore[arg-type]
+        tests_n=closed.height if tests else 0,
+    )
     return PairSnapshot(view, series, summary, tests), (key, tests)
 
 
@@ -246,6 +291,7 @@ class PairEngine:
         self._sides: tuple[SymbolBars, SymbolBars] | None = None
         self._kept = 0  # joined bars the loaded sides hold
         self._cached: dict[str, tuple[object, Cointegration | None]] = {}
+        self._revs = (-1, -1)  # the store's history revisions the loaded sides hold
 
     def _keep(self) -> int:
         return self.view.lookback + self.view.window + 2
@@ -277,10 +323,19 @@ class PairEngine:
 
     async def refresh(self, now_us: int | None = None) -> PairSnapshot:
         view = self.view  # the view this refresh is for, though it may change meanwhile
+        bars_rev, fills_rev = await self.store.history_rev()
+        if fills_rev != self._revs[1]:  # trades stored behind the tape: read it again
+            self._sides = None
         if self._sides is None:
             self._sides = await self._load()
+            self._revs = (-1, fills_rev)
         a, b = self._sides
         now = now_us if now_us is not None else time.time_ns() // 1000
+        if bars_rev != self._revs[0]:
+            since = {tf: (now // us - self._kept - 1) * us for tf, us in TIMEFRAMES.items()}
+            await a.load_history(self.store, since)
+            await b.load_history(self.store, since)
+            self._revs = (bars_rev, fills_rev)
         last_a = await self.store.last_time(a.symbol, self.kind)
         last_b = await self.store.last_time(b.symbol, self.kind)
         cut = settled_cut(last_a, last_b, now)
@@ -289,7 +344,9 @@ class PairEngine:
         await asyncio.to_thread(a.trim, b, self._kept)
         # bars that ended before the cut are final: the tests run on those
         snapshot = await asyncio.to_thread(
-            self._analyze, view, a.bars, b.bars, cut, self.tested, self._cached
+            lambda: self._analyze(
+                view, a.merged_all(), b.merged_all(), cut, self.tested, self._cached
+            )
         )
         return replace(snapshot, asof_us=cut)
 

@@ -85,7 +85,8 @@ async def load_pair(
         side = SymbolBars(symbol, kind, [view.timeframe], until_us=until_us)
         await side.start_at(store, since_us)
         await side.update(store)
-        sides.append(side.bars[view.timeframe])
+        await side.load_history(store, {view.timeframe: since_us or -(2**62)})
+        sides.append(side.merged(view.timeframe))
     return sides[0], sides[1]
 
 
@@ -153,6 +154,8 @@ def summary_dict(summary: Summary) -> dict[str, object]:
     doc = asdict(summary)
     doc["start"] = iso(summary.start_us)
     doc["end"] = iso(summary.end_us)
+    doc["tests_start"] = iso(summary.tests_start_us)
+    doc["tests_end"] = iso(summary.tests_end_us)
     doc["conventions"] = CONVENTIONS
     return doc
 
@@ -200,6 +203,21 @@ def meta(
         },
         "exported_at": iso(int(datetime.now(UTC).timestamp()) * 1_000_000),
     }
+
+
+def rest_history(
+    bars_a: pl.DataFrame, bars_b: pl.DataFrame, symbols: tuple[str, str]
+) -> dict[str, object]:
+    """Which bars hold the exchange's REST history rather than recorded trades alone."""
+    per_symbol = {}
+    for symbol, bars in zip(symbols, (bars_a, bars_b), strict=True):
+        held = bars.filter(pl.col("rest")) if "rest" in bars.columns else bars.clear()
+        per_symbol[symbol] = {
+            "bars": held.height,
+            "first": iso(held["ts_us"].min()) if held.height else None,  # type: ignore[arg-type]
+            "last": iso(held["ts_us"].max()) if held.height else None,  # type: ignore[arg-type]
+        }
+    return {"rest_history": per_symbol, "rest_history_source": "Binance REST klines"}
 
 
 def write_atomically(path: Path, fill: Callable[[TextIO], object]) -> None:
@@ -273,11 +291,12 @@ def write_export(
     snapshot: PairSnapshot,
     requested: tuple[int | None, int | None] = (None, None),
 ) -> list[Path]:
+    history = rest_history(bars_a, bars_b, view.symbols)
     if what == "bars":
         table = bars_table(bars_a, bars_b, view.symbols)
-        sidecar = meta(view, kind, what, table["ts_us"], requested)
+        sidecar = meta(view, kind, what, table["ts_us"], requested) | history
         return emit(output, lambda fh: write_bars(fh, table), sidecar)
     if what == "analytics":
-        sidecar = meta(view, kind, what, pl.Series(snapshot.series.ts_us), requested)
+        sidecar = meta(view, kind, what, pl.Series(snapshot.series.ts_us), requested) | history
         return emit(output, lambda fh: write_analytics(fh, snapshot), sidecar)
     return emit(output, lambda fh: write_summary(fh, snapshot.summary), None)

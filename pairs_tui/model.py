@@ -173,6 +173,23 @@ class FeedStats:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryBar:
+    """A bar of the exchange's history (a kline), as stored beside the trades.
+
+    `until_id` marks the seam with the stream: the bar holds only the trades before that
+    id, and the stored trades from it on complete it. None: the whole bar."""
+
+    open_us: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int
+    until_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RuleRecord:
     """An alert rule as stored: its text is parsed again when loaded."""
 

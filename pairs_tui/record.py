@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import shutil
 import signal
 import sys
@@ -18,9 +19,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
 from pairs_tui.config import Config
+from pairs_tui.engine import bars_wanted
 from pairs_tui.feed.binance import FeedOptions
-from pairs_tui.model import FeedStats, printable
+from pairs_tui.model import TIMEFRAMES, FeedStats, printable
 from pairs_tui.recording import Recording, RecordingPlan
 from pairs_tui.store import TickStore
 
@@ -32,6 +43,14 @@ class RecordPlan:
     demo: bool = False
     seed: int | None = None
     duration: float | None = None
+    backfill_s: float | None = None  # history wanted before streaming (None: the view's)
+
+
+def history_wanted(plan: RecordPlan, config: Config) -> dict[str, int]:
+    """Bars per timeframe: `--backfill SPAN` of each, or the configured view's L + W."""
+    if plan.backfill_s is None:
+        return bars_wanted(config.view.window, config.view.lookback, config.view.timeframe)
+    return {tf: math.ceil(plan.backfill_s * 1e6 / us) for tf, us in TIMEFRAMES.items()}
 
 
 def feed_options(config: Config, ws_url: str | None = None) -> FeedOptions:
@@ -130,6 +149,8 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None
         demo_rate=config.demo.rate,
         flush_interval=config.store.flush_interval,
         retention_s=config.store.retention_s,
+        rest_url=config.rest_url,
+        history=history_wanted(plan, config),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -149,6 +170,8 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None
                 server = recording.server
                 printer.event(f"demo feed on {server.url} (seed {server.market.seed})")
             printer.event(f"recording {', '.join(plan.symbols)} into {plan.db_path}")
+            if recording.history is not None and live:
+                await _show_backfill(recording, out, stop)
             ticker = asyncio.create_task(_tick(printer, recording))
             await stop.wait()
         finally:
@@ -164,6 +187,29 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None
         assert stats is not None
         printer.event(stopped_line(stats, plan.db_path))
         return stats
+
+
+async def _show_backfill(recording: Recording, out: TextIO, stop: asyncio.Event) -> None:
+    """A progress bar while history is fetched (the stream is recorded meanwhile)."""
+    history = recording.history
+    assert history is not None
+    console = Console(file=out)
+    with Progress(
+        TextColumn("history"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("bars"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("history", total=None)
+        while not stop.is_set() and not recording.history_settled():
+            progress.update(task, completed=history.covered, total=history.total or None)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
+    if recording.history_error is None:
+        console.print(f"history: {history.bars_stored:,} bars from REST")
 
 
 async def _tick(printer: StatusPrinter, recording: Recording) -> None:

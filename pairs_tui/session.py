@@ -17,10 +17,13 @@ from pairs_tui.alerts import AlertBook, AlertRule, RuleSpec, load_rules, parse_r
 from pairs_tui.engine import PairEngine, PairSnapshot, PairView
 from pairs_tui.export import export_target, pair_export, write_export
 from pairs_tui.feed.binance import FeedOptions
+from pairs_tui.feed.rest import UnknownSymbol
 from pairs_tui.ingest import RecordingStopped
 from pairs_tui.model import AlertEvent, FeedStats, StreamKind
 from pairs_tui.recording import Recording, RecordingPlan
 from pairs_tui.store import STORE_ERRORS, TickStore
+
+__all__ = ["STORE_ERRORS", "RecordingStopped", "Session", "SessionPlan", "UnknownSymbol"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class SessionPlan:
     rules: tuple[RuleSpec, ...] = ()  # from config.toml and --alert
     keep_rules: bool = True  # store them (the cockpit) or only use them (watch)
     retention_s: float | None = None  # prune trades older than this while recording
+    rest_url: str | None = None  # Binance REST for history; None: live only
 
     @property
     def recording(self) -> RecordingPlan | None:
@@ -49,6 +53,8 @@ class SessionPlan:
             demo_rate=self.demo_rate,
             flush_interval=self.flush_interval,
             retention_s=self.retention_s,
+            rest_url=self.rest_url,
+            history=self.view.history_wanted(),
         )
 
 
@@ -110,16 +116,19 @@ class Session:
         return "demo" if self.plan.demo else "live"
 
     async def set_view(self, view: PairView) -> None:
-        """A new pair subscribes the feed to its symbols (the store keeps the old ones)."""
+        """A new pair subscribes the feed to its symbols (the store keeps the old ones);
+        UnknownSymbol, and nothing changes, when Binance does not list one."""
         switched = view.symbols != self.view.symbols
+        if switched and self.recording is not None:
+            await self.recording.switch(view.symbols)
         if replace(view, timeframe=self.view.timeframe) != self.view:
             self.alerts.forget_history()  # W, L or the pair: values jump, nothing crosses
         self.view = view
         if self._engine is not None:
             self._engine.set_view(view)
         self._want_tests()
-        if switched and self.recording is not None:
-            await self.recording.switch(view.symbols)
+        if self.recording is not None:
+            self.recording.want(view.history_wanted())
 
     async def refresh(self) -> PairSnapshot:
         """The newest snapshot, with the alerts it fired (stored, unless the store fails)."""
@@ -203,6 +212,18 @@ class Session:
         """Trades of the pair folded into bars so far: moves whenever new data arrives."""
         assert self._engine is not None, "start() first"
         return self._engine.trades_seen
+
+    def history_text(self) -> str | None:
+        """Where the charts' history came from, or why there is none, in words."""
+        recording = self.recording
+        if recording is None or recording.rest is None:
+            return None
+        if recording.history_error is not None:
+            return f"history unavailable: {recording.history_error}"
+        history = recording.history
+        if history is not None and history.gaps_filled:
+            return f"gap filled ({history.gaps_filled}, {history.trades_filled:,} trades)"
+        return None
 
     def feed_stats(self) -> FeedStats | None:
         return self.recording.stats() if self.recording is not None else None

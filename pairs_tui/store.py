@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import astuple, replace
 from functools import partial
 from pathlib import Path
 from typing import TypeAlias, TypeVar
@@ -30,12 +30,12 @@ from typing import TypeAlias, TypeVar
 import aiosqlite
 import platformdirs
 
-from pairs_tui.model import AlertEvent, Gap, RuleRecord, StreamKind, TradeRow
+from pairs_tui.model import AlertEvent, Gap, HistoryBar, RuleRecord, StreamKind, TradeRow
 
 # (series, trade_id, ts_us, price, qty, buyer_maker as 0/1): a trade from a dump
 ImportRow: TypeAlias = tuple[int, int, int, str, str, int]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 T = TypeVar("T")
 
 # Forward migrations: entry i takes a database from user_version i to i + 1.
@@ -96,6 +96,23 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             value       TEXT    NOT NULL
         )""",
     ),
+    (
+        """CREATE TABLE history (
+            series      INTEGER NOT NULL REFERENCES series (id),
+            timeframe   TEXT    NOT NULL,
+            open_us     INTEGER NOT NULL,   -- the bar's open time
+            open        REAL    NOT NULL,
+            high        REAL    NOT NULL,
+            low         REAL    NOT NULL,
+            close       REAL    NOT NULL,
+            volume      REAL    NOT NULL,
+            trades      INTEGER NOT NULL,
+            until_id    INTEGER,            -- the seam: only trades before this id; NULL: all
+            source      TEXT    NOT NULL,   -- where it came from: 'rest'
+            PRIMARY KEY (series, timeframe, open_us)
+        ) WITHOUT ROWID""",
+        "ALTER TABLE gaps ADD COLUMN filled_us INTEGER",  # when REST history filled it
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -126,7 +143,10 @@ _INSERT_TRADE = "INSERT INTO trades VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO 
 _INSERT_IMPORTED = "INSERT INTO trades VALUES (?, ?, ?, NULL, ?, ?, ?) ON CONFLICT DO NOTHING"
 _SERIES_ID = "SELECT id FROM series WHERE symbol = ? AND kind = ?"
 _SERIES = f"({_SERIES_ID})"
-_INSERT_GAP = "INSERT INTO gaps VALUES (?, ?, ?, ?, ?)"
+_INSERT_GAP = "INSERT INTO gaps (symbol, kind, from_id, to_id, detected_us) VALUES (?, ?, ?, ?, ?)"
+_INSERT_HISTORY = "INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# meta keys bumped by every change: history bars added, gaps filled (trades behind the tape)
+_BARS_REV, _FILLS_REV = "history_bars_rev", "history_fills_rev"
 _LOCK_RETRIES = 20
 
 
@@ -385,8 +405,14 @@ class TickStore:
             "INSERT INTO meta VALUES ('source', ?) ON CONFLICT DO NOTHING",
             ("live" if await self._scalar("SELECT count(*) FROM series") else source,),
         )  # autocommit, or part of the caller's transaction (an import's)
-        held = await self._scalar("SELECT value FROM meta WHERE key = 'source'")
-        if held != source:
+        await self.check_source(source)
+
+    async def check_source(self, source: str) -> None:
+        """StoreError if the store holds trades of another source (nothing is written)."""
+        held = await self._scalar("SELECT max(value) FROM meta WHERE key = 'source'")
+        if held is None and await self._scalar("SELECT count(*) FROM series"):
+            held = "live"  # a store from before sources were kept
+        if held is not None and held != source:
             other = (
                 "leave out --db (the demo records into demo.db beside ticks.db)"
                 if source == "demo"
@@ -669,6 +695,136 @@ class TickStore:
             (symbol, kind.value, after_id),
         )
         return [(*row[:6], bool(row[6])) for row in await cursor.fetchall()]
+
+    # -- the exchange's history ------------------------------------------------------
+    async def add_history(
+        self, symbol: str, kind: StreamKind, timeframe: str, bars: Sequence[HistoryBar]
+    ) -> None:
+        """Store history bars (a seam bar stored again replaces the old one)."""
+        self._writing()
+        if not bars:
+            return
+        series = (await self.series_ids([symbol], kind))[symbol]
+        rows = [
+            (series, timeframe, *astuple(b), "rest")  # the columns in HistoryBar's order
+            for b in bars
+        ]
+
+        async def once() -> None:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                await self._conn.executemany(_INSERT_HISTORY, rows)
+                await self._bump(_BARS_REV)
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._conn.execute("ROLLBACK")
+                raise
+
+        await self._retrying(once)
+
+    async def _bump(self, key: str) -> None:
+        await self._conn.execute(
+            "INSERT INTO meta VALUES (?, '1') ON CONFLICT DO UPDATE SET value = value + 1",
+            (key,),
+        )
+
+    async def history_rev(self) -> tuple[int, int]:
+        """(bars, fills): each moves when history bars are added or a gap is filled,
+        by any process, so readers know to load them."""
+        await self._follow_writer()
+        cursor = await self._conn.execute(
+            "SELECT key, value FROM meta WHERE key IN (?, ?)", (_BARS_REV, _FILLS_REV)
+        )
+        revs = {key: int(value) for key, value in await cursor.fetchall()}
+        return revs.get(_BARS_REV, 0), revs.get(_FILLS_REV, 0)
+
+    async def history(
+        self, symbol: str, kind: StreamKind, timeframe: str, since_us: int = -(2**62)
+    ) -> list[HistoryBar]:
+        """History bars opening at or after `since_us`, oldest first."""
+        await self._follow_writer()
+        cursor = await self._conn.execute(
+            "SELECT open_us, open, high, low, close, volume, trades, until_id FROM history"
+            f" WHERE series = {_SERIES} AND timeframe = ? AND open_us >= ? ORDER BY open_us",
+            (symbol, kind.value, timeframe, since_us),
+        )
+        return [HistoryBar(*row) for row in await cursor.fetchall()]
+
+    async def history_opens(self, symbol: str, kind: StreamKind, timeframe: str) -> set[int]:
+        """The open times of the whole history bars held: what is never asked again."""
+        await self._follow_writer()
+        cursor = await self._conn.execute(
+            f"SELECT open_us FROM history WHERE series = {_SERIES} AND timeframe = ?"
+            " AND until_id IS NULL",
+            (symbol, kind.value, timeframe),
+        )
+        return {row[0] for row in await cursor.fetchall()}
+
+    async def first_trade(self, symbol: str, kind: StreamKind) -> tuple[int, int] | None:
+        """(trade id, time µs) of the oldest stored trade: where the stream's tape begins."""
+        await self._follow_writer()
+        cursor = await self._conn.execute(
+            f"SELECT trade_id, ts_us FROM trades WHERE series = {_SERIES}"
+            " ORDER BY trade_id LIMIT 1",
+            (symbol, kind.value),
+        )
+        row = await cursor.fetchone()
+        return (row[0], row[1]) if row is not None else None
+
+    async def last_trade(self, symbol: str, kind: StreamKind) -> tuple[int, int] | None:
+        """(trade id, time µs) of the newest stored trade."""
+        await self._follow_writer()
+        cursor = await self._conn.execute(
+            f"SELECT trade_id, ts_us FROM trades WHERE series = {_SERIES}"
+            " ORDER BY trade_id DESC LIMIT 1",
+            (symbol, kind.value),
+        )
+        row = await cursor.fetchone()
+        return (row[0], row[1]) if row is not None else None
+
+    async def qty_between(self, symbol: str, kind: StreamKind, first: int, last: int) -> list[str]:
+        """The quantities of stored trades `first`..`last` (ids), as sent."""
+        await self._follow_writer()
+        cursor = await self._conn.execute(
+            f"SELECT qty FROM trades WHERE series = {_SERIES} AND trade_id BETWEEN ? AND ?",
+            (symbol, kind.value, first, last),
+        )
+        return [row[0] for row in await cursor.fetchall()]
+
+    async def open_gaps(self) -> list[tuple[int, Gap]]:
+        """(rowid, gap) of the gaps no history has filled yet, oldest first."""
+        await self._follow_writer()
+        cursor = await self._conn.execute(
+            "SELECT rowid, symbol, kind, from_id, to_id, detected_us FROM gaps"
+            " WHERE filled_us IS NULL ORDER BY rowid"
+        )
+        return [
+            (row[0], Gap(row[1], StreamKind(row[2]), row[3], row[4], row[5]))
+            for row in await cursor.fetchall()
+        ]
+
+    async def fill_gap(self, rowid: int, rows: Sequence[TradeRow], now_us: int) -> int:
+        """The missing trades stored and the gap marked filled, in one transaction;
+        returns how many trades were new."""
+        self._writing()
+
+        async def once() -> int:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = await self._conn.executemany(_INSERT_TRADE, rows)
+                await self._conn.execute(
+                    "UPDATE gaps SET filled_us = ? WHERE rowid = ?", (now_us, rowid)
+                )
+                await self._bump(_FILLS_REV)
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._conn.execute("ROLLBACK")
+                raise
+            return max(cursor.rowcount, 0)
+
+        return await self._retrying(once)
 
     async def read_trades(
         self,

@@ -28,7 +28,17 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var, sub in USER_DIRS:
         (home / sub).mkdir(parents=True)
         monkeypatch.setenv(var, str(home / sub))
+    # Never Binance from a test: a test that forgets --ws-url / --rest-url meets a
+    # closed port on loopback, not the internet. History at start is off unless a test
+    # turns it on: the demo's 51 h of 5m klines cost a second of CPU.
+    (home / "config" / "pairs-tui").mkdir()
+    (home / "config" / "pairs-tui" / "config.toml").write_text(LOOPBACK_ONLY)
     return home
+
+
+LOOPBACK_ONLY = (
+    '[feed]\nws_url = "ws://127.0.0.1:9"\nrest_url = "http://127.0.0.1:9"\nbackfill = false\n'
+)
 
 
 @pytest.fixture

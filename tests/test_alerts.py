@@ -437,6 +437,8 @@ async def test_a_version_1_store_gains_the_alert_tables(db_path):
         conn.execute("DROP TABLE alert_rules")
         conn.execute("DROP TABLE alert_events")
         conn.execute("DROP TABLE meta")
+        conn.execute("DROP TABLE history")
+        conn.execute("ALTER TABLE gaps DROP COLUMN filled_us")
         conn.execute("PRAGMA user_version = 1")
         trades = conn.execute("SELECT count(*) FROM trades").fetchone()
     async with await TickStore.open(db_path) as store:

@@ -1,5 +1,5 @@
-"""The README's bad-input table, row by row: the exit code, the one line on stderr, and
-nothing left behind."""
+"""The bad-input table of docs/commands.md, row by row: the exit code, the one line on
+stderr, and nothing left behind."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 
 import pytest
-from conftest import REPO, cli_env, pairs_tui_cmd, store_tape
+from conftest import LOOPBACK_ONLY, REPO, cli_env, pairs_tui_cmd, store_tape
 
 pytestmark = pytest.mark.server
 
@@ -21,14 +21,14 @@ ROW = re.compile(
 )
 
 
-def readme_rows() -> list[tuple[str, str, int, str]]:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Bad input", 1)[1].split("\n## ", 1)[0]
+def table_rows() -> list[tuple[str, str, int, str]]:
+    text = (REPO / "docs" / "commands.md").read_text()
+    section = text.split("\n## Bad input\n", 1)[1].split("\n## ", 1)[0]
     rows = [ROW.match(line) for line in section.splitlines() if line.startswith("| ")]
     return [(m["what"], m["args"], int(m["code"]), m["says"]) for m in rows if m]
 
 
-ROWS = readme_rows()
+ROWS = table_rows()
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,10 @@ def test_the_table_is_there():
 
 
 def run_row(workdir, home, args: str) -> subprocess.CompletedProcess[str]:
+    """The row as a user types it: the shipped defaults (history at start included),
+    except that nothing leaves loopback."""
+    user_config = home / "config" / "pairs-tui" / "config.toml"
+    user_config.write_text(LOOPBACK_ONLY.replace("backfill = false", "backfill = true"))
     return subprocess.run(
         pairs_tui_cmd(*shlex.split(args)),
         cwd=workdir,
@@ -92,7 +96,7 @@ def test_bad_input_row(workdir, isolated_home, what, args, code, says):
 
 
 def test_a_rule_too_long_once_written_out_is_refused_at_entry(workdir, isolated_home):
-    """Too long for the README's table: `z>1e15` sixteen times is 395 characters stored."""
+    """Too long for the docs' table: `z>1e15` sixteen times is 395 characters stored."""
     rule = " and ".join(["z>1e15"] * 16)
     args = f"watch btcusdt ethusdt --no-feed --duration 1 --db ticks.db --alert '{rule}'"
     before = contents(workdir)

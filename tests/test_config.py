@@ -29,7 +29,7 @@ def test_documented_config_toml_equals_the_built_in_defaults():
 
 def test_layers_apply_in_order(tmp_path):
     user = user_config_path()
-    user.parent.mkdir(parents=True)
+    user.parent.mkdir(parents=True, exist_ok=True)
     user.write_text('[feed]\nstale_after = 10\nstream = "aggTrade"\n[demo]\nrate = 5\n')
     explicit = tmp_path / "mine.toml"
     explicit.write_text("[feed]\nstale_after = 12.5\n")

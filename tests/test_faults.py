@@ -231,7 +231,7 @@ async def test_record_through_every_fault_in_a_row(tmp_path, isolated_home, outa
     server = DemoServer(record_delivered=True, seed=6, rate=150, faults=faults)
     await server.start()
     proc = await asyncio.create_subprocess_exec(
-        *pairs_tui_cmd("record", "btcusdt", "ethusdt", "--ws-url", server.url),
+        *pairs_tui_cmd("record", "btcusdt", "ethusdt", "--ws-url", server.url, "--no-backfill"),
         *("--db", str(db), "--config", str(config)),
         env=cli_env(isolated_home),
         stdout=asyncio.subprocess.PIPE,

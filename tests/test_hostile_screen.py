@@ -92,7 +92,16 @@ def server() -> Iterator[str]:
 
 
 def test_a_hostile_server_never_takes_the_terminal_over(server, tmp_path, isolated_home):
-    argv = [sys.executable, "-m", "pairs_tui", "btcusdt", "ethusdt", "--ws-url", server]
+    argv = [
+        sys.executable,
+        "-m",
+        "pairs_tui",
+        "btcusdt",
+        "ethusdt",
+        "--ws-url",
+        server,
+        "--no-backfill",
+    ]
     argv += ["--db", str(tmp_path / "t.db"), "--timeframe", "1s", "--window", "2"]
     argv += ["--lookback", "30"]
     with PtyTerminal(argv, cols=160, rows=40, env=cli_env(isolated_home), cwd=tmp_path) as t:

@@ -267,3 +267,31 @@ def test_ctrl_c_during_import_says_what_was_kept(tmp_path, isolated_home):
             " GROUP BY symbol"
         ).fetchall()
     assert kept == [("BTCUSDT", 2000)]
+
+
+def test_the_readme_command_shows_every_chart_and_the_verdict_at_1m_at_once(
+    isolated_home, tmp_path
+):
+    """`pairs-tui btcusdt ethusdt --demo` with the shipped defaults (1m, W = 20, L = 600,
+    history at start): without history the z-score takes 21 minutes and the verdict 30."""
+    config = isolated_home / "config" / "pairs-tui" / "config.toml"
+    config.write_text(config.read_text().replace("backfill = false", "backfill = true"))
+    argv = pairs_tui_cmd("btcusdt", "ethusdt", "--demo", "--db", str(tmp_path / "demo.db"))
+    titles = ("prices", "spread", "z-score (W=20)", "rolling correlation of returns")
+
+    def full(lines: list[str]) -> bool:
+        screen = "\n".join(lines)
+        return (
+            all(t in screen for t in titles)
+            and "Collecting data" not in screen
+            and "cointegrated" in screen  # the Engle-Granger verdict, either way
+            and "history: 6" in lines[0]  # 600 bars of REST history (or a few more)
+        )
+
+    with PtyTerminal(argv, cols=120, rows=40, env=cli_env(isolated_home)) as term:
+        try:
+            term.wait_for(full, timeout=20, since=term.started_at)
+        except TimeoutError:
+            pytest.fail(f"not full after 20 s:\n{term.dump()}")
+        term.send("q")
+        assert term.wait_exit(10) == 0

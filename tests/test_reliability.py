@@ -36,7 +36,9 @@ def stored_ids(db, symbol: str) -> list[int]:
 
 async def start_record(db, url: str, home) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        *pairs_tui_cmd("record", "btcusdt", "ethusdt", "--ws-url", url, "--db", str(db)),
+        *pairs_tui_cmd(
+            "record", "btcusdt", "ethusdt", "--ws-url", url, "--no-backfill", "--db", str(db)
+        ),
         env=cli_env(home),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

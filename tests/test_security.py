@@ -67,7 +67,9 @@ async def test_a_servers_text_reaches_the_terminal_as_text(tmp_path, isolated_ho
     faults = Faults(close_every=40, close_reason=EVIL[:100])
     async with DemoServer(seed=1, rate=200, faults=faults) as server:
         proc = await asyncio.create_subprocess_exec(
-            *pairs_tui_cmd("record", "btcusdt", "--ws-url", server.url, "--db", str(db)),
+            *pairs_tui_cmd(
+                "record", "btcusdt", "--ws-url", server.url, "--no-backfill", "--db", str(db)
+            ),
             env=cli_env(isolated_home),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

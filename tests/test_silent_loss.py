@@ -56,7 +56,7 @@ async def test_record_says_it_records_nothing(tmp_path, isolated_home):
     async with serve(old_trades, "127.0.0.1", 0, compression=None) as server:
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         proc = await asyncio.create_subprocess_exec(
-            *pairs_tui_cmd("record", "btcusdt", "--ws-url", url, "--db", str(db)),
+            *pairs_tui_cmd("record", "btcusdt", "--ws-url", url, "--no-backfill", "--db", str(db)),
             *("--duration", "8"),
             env=cli_env(isolated_home),
             stdout=asyncio.subprocess.PIPE,

@@ -2,7 +2,9 @@
 
 `--demo` starts it in-process and points the ordinary consumer at it, so the demo runs
 the real pipeline offline. Tests use the same server with fault injection (`Faults`)
-to break connections on purpose and `delivered` to check that nothing was lost.
+to break connections on purpose and `delivered` to check that nothing was lost. The same
+port serves Binance's REST market data (klines, aggregate and historical trades, weights
+and bans: `demo_rest`), computed from the same market (`demo_history`).
 
 The market is a function of the seed and the wall clock, not a simulation that starts
 when the process does: the price at 12:00:05 is the same whichever process computes it,
@@ -32,14 +34,17 @@ How each part is computed from time alone (all randomness is a counter-based has
 - Spread. Per symbol an OU with a 12 s half-life on the 50 ms grid: its value over a
   segment of 2^14 steps (13.7 min) is the exact recursion, with the kicks (the state set
   to ±2-3 sigma, on average every 30 s), run from 0 starting 2^13 steps (410 s, 34
-  half-lives) before the segment, once per segment, cached.
+  half-lives) before the segment, once per segment, cached. For the REST history scipy's
+  `lfilter` runs it between two kicks: the loop's very floating-point operations, three
+  times as fast (`_kicked_ou`).
 
 A trade's price is the grid value at the 50 ms step holding its time, off by half the
 bid-ask spread towards its side. The hashes are integer arithmetic, the normals sums of
-four 16-bit uniforms (Irwin-Hall: + and * only), the recursions fixed loops of Python
-floats, so every process computes the same floats and prices. A market computes each
-symbol's trades ahead, in batches of a quarter second (at least 64 ids), and hands them
-out as the clock passes them: about 0.7 % of a core for 2 symbols at 2,000 trades/s.
+four 16-bit uniforms (Irwin-Hall: + and * only), the recursions fixed sequences of
+multiplications and additions, so every process computes the same floats and prices. A
+market computes each symbol's trades ahead, in batches of a quarter second (at least 64
+ids), and hands them out as the clock passes them: about 0.7 % of a core for 2 symbols at
+2,000 trades/s.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from http import HTTPStatus
 from itertools import islice
 from operator import attrgetter
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -64,6 +70,9 @@ import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+if TYPE_CHECKING:
+    from pairs_tui.feed.demo_rest import RestApi, RestCounters
 
 # Price ranges for well-known symbols; anything else trades around 100.
 _START_PRICES: dict[str, tuple[float, float]] = {
@@ -79,6 +88,7 @@ _SPREAD_STD = 1.5e-3  # stationary std of each symbol's OU spread
 _HALF_LIFE = 12.0  # seconds
 _KICK_EVERY = 30.0  # mean seconds between 2-3 sigma excursions, per symbol
 _BOUNCE = 0.5e-4  # half the bid-ask spread, relative
+_BOUNCES = {True: 1 - _BOUNCE, False: 1 + _BOUNCE}  # by buyer_maker: a seller hits the bid
 
 DEFAULT_SEED = 1  # without --seed every demo run shows the same market
 EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z: trade 0 of every symbol, at any rate
@@ -90,6 +100,7 @@ _BLOCK_BITS = 16  # common walk: 2^16 grid steps between anchors
 _ANCHOR_WARMUP = 264  # common walk: anchors run from 0 before an anchor (20 half-lives)
 _CHUNK = 1 << 16  # ids computed at once
 _MAX_CATCH_UP_MS = 10_000  # a server clock this far behind skips ahead (a gap) instead
+_OPEN_TIMEOUT = 120.0  # s: a REST answer is made inside the handshake (up to ~15 s)
 
 _STEP_S = STEP_MS / 1000
 _SPREAD_PHI = 2.0 ** (-_STEP_S / _HALF_LIFE)
@@ -99,6 +110,8 @@ _COMMON_STD = _COMMON_VOL * math.sqrt(_COMMON_HALF_LIFE / (2 * math.log(2)))
 _BLOCK_S = (1 << _BLOCK_BITS) * _STEP_S
 _ANCHOR_PHI = 2.0 ** (-_BLOCK_S / _COMMON_HALF_LIFE)
 _ANCHOR_SHOCK = _COMMON_STD * math.sqrt(1 - _ANCHOR_PHI**2)
+_AR_B = np.array([1.0])  # lfilter's y[n] = 1.0 * x[n] + phi * y[n - 1]
+_AR_A = np.array([1.0, -_SPREAD_PHI])
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,20 +229,76 @@ class _CommonWalk:
         return _piecewise(k, _BLOCK_BITS, self.block)
 
 
+def tape_constants(seed: int, symbol: str) -> tuple[float, float, int]:
+    """A symbol's loading on the common walk, log mid price and price decimals."""
+    rng = random.Random(f"{seed}:{symbol}")
+    loading = 1.0 if symbol == "BTCUSDT" else rng.uniform(0.8, 1.5)
+    low, high = _START_PRICES.get(symbol, (100.0, 100.0))
+    half = (math.log(high) - math.log(low)) / 2
+    slack = max(0.0, half - 2.5 * loading * _COMMON_STD)  # stay inside the range
+    log_mid = math.log(low) + half + rng.uniform(-slack, slack)
+    decimals = max(2, min(8, 6 - math.floor(math.log10(math.exp(log_mid)))))
+    return loading, log_mid, decimals
+
+
+def _kicked_ou(shocks: np.ndarray, at: np.ndarray, kicks: np.ndarray, filtered: bool) -> np.ndarray:
+    """x[i] = phi * x[i - 1] + shocks[i] from x = 0, except that x[at[j]] = kicks[j] (the
+    kick replaces the state). `filtered`: scipy's lfilter runs each stretch between two
+    kicks, in a third of the loop's time, to the very same floats: lfilter([1], [1, -phi])
+    computes y = (1.0 * x) + (phi * y_prev, held in its state as 0.0 * x - (-phi) * y_prev),
+    the loop's two roundings, with or without fused multiply-adds (1.0 * x and 0.0 * x
+    are exact); a stretch's first step takes phi * x_prev, rounded by Python, as the
+    filter's initial state. The stream computes one segment per 13.7 minutes and uses the
+    loop: importing scipy.signal takes half a second, which would delay every demo start;
+    the REST history (hours of segments, in a worker thread) filters."""
+    x, done, count = 0.0, 0, len(shocks)
+    stops = zip([*at.tolist(), count], [*kicks.tolist(), 0.0], strict=True)
+    if not filtered:
+        values, phi = shocks.tolist(), _SPREAD_PHI
+        out: list[float] = []
+        for pos, kick in stops:
+            for s in values[done:pos]:
+                x = phi * x + s
+                out.append(x)
+            if pos < count:  # the kick replaces the state
+                x = kick
+                out.append(x)
+            done = pos + 1
+        return np.array(out)
+    from scipy.signal import lfilter  # half a second, once: see above
+
+    y = np.empty(count)
+    for pos, kick in stops:
+        if pos > done:
+            y[done:pos] = lfilter(_AR_B, _AR_A, shocks[done:pos], zi=[_SPREAD_PHI * x])[0]
+            x = float(y[pos - 1])
+        if pos < count:
+            y[pos] = x = kick
+        done = pos + 1
+    return y
+
+
+@dataclass(frozen=True, slots=True)
+class TradeColumns:
+    """Consecutive trades of one symbol as arrays (see `_Tape.columns`)."""
+
+    first: int  # the id of element 0
+    rel_ms: np.ndarray  # int64 ms since EPOCH_MS, non-decreasing
+    log_prices: np.ndarray  # float64 ln(mid) at the trade's grid step
+    buyer_maker: np.ndarray  # bool
+    qty_units: np.ndarray  # int64 quantity in units of 1e-8
+
+
 class _Tape:
     """One symbol of one seed: its constants, arrivals, spread and trades."""
 
-    def __init__(self, seed: int, symbol: str, common: _CommonWalk) -> None:
+    def __init__(
+        self, seed: int, symbol: str, common: _CommonWalk, *, filtered: bool = False
+    ) -> None:
         self.symbol = symbol
         self.common = common
-        rng = random.Random(f"{seed}:{symbol}")
-        self.loading = 1.0 if symbol == "BTCUSDT" else rng.uniform(0.8, 1.5)
-        low, high = _START_PRICES.get(symbol, (100.0, 100.0))
-        half = (math.log(high) - math.log(low)) / 2
-        slack = max(0.0, half - 2.5 * self.loading * _COMMON_STD)  # stay inside the range
-        self.log_mid = math.log(low) + half + rng.uniform(-slack, slack)
-        mid = math.exp(self.log_mid)
-        self.decimals = max(2, min(8, 6 - math.floor(math.log10(mid))))
+        self.filtered = filtered  # the spread by lfilter, not the loop: see `_kicked_ou`
+        self.loading, self.log_mid, self.decimals = tape_constants(seed, symbol)
         # 4096 quantiles of the lognormal quantity, median 0.05 / price^(1/4)
         unit = NormalDist()
         scale = 0.05 / math.exp(self.log_mid / 4)
@@ -237,6 +306,7 @@ class _Tape:
             f"{max(1e-5, scale * math.exp(unit.inv_cdf((i + 0.5) / 4096))):.5f}000"
             for i in range(4096)
         ]
+        self.qty_units = np.array([int(q.replace(".", "")) for q in self.qtys])  # of 1e-8
         self._arrival = _key(seed, symbol, "arrival")
         self._side = _key(seed, symbol, "side")
         self._shock = _key(seed, symbol, "shock")
@@ -251,22 +321,13 @@ class _Tape:
             return values
         first = (c << _SEGMENT_BITS) - _SPREAD_WARMUP
         index = np.arange(first, (c + 1) << _SEGMENT_BITS)
-        shocks = (_normal(_hash(self._shock, index)) * _SPREAD_SHOCK).tolist()
+        shocks = _normal(_hash(self._shock, index)) * _SPREAD_SHOCK
         u = _uniform(_hash(self._kick, index))
         at = np.flatnonzero(u < _KICK_P)
         size = (_uniform(_hash(self._kick_size, index[at])) + 2.0) * _SPREAD_STD
-        kicks = np.where(u[at] < _KICK_P / 2, -size, size).tolist()
-        out: list[float] = []
-        x, phi, done = 0.0, _SPREAD_PHI, 0
-        for pos, kick in zip([*at.tolist(), len(shocks)], [*kicks, 0.0], strict=True):
-            for s in shocks[done:pos]:
-                x = phi * x + s
-                out.append(x)
-            if pos < len(shocks):  # the kick replaces the state
-                x = kick
-                out.append(x)
-            done = pos + 1
-        return self._segments.put(c, np.array(out[_SPREAD_WARMUP:]))
+        kicks = np.where(u[at] < _KICK_P / 2, -size, size)
+        spread = _kicked_ou(shocks, at, kicks, self.filtered)[_SPREAD_WARMUP:].copy()
+        return self._segments.put(c, spread)
 
     def log_prices(self, k: np.ndarray) -> np.ndarray:
         """ln(price) at sorted grid steps k (steps of `STEP_MS` since `EPOCH_MS`)."""
@@ -308,6 +369,25 @@ class _Tape:
         """Ids first ... stop - 1."""
         return self._build(first, self.times(first, stop, period_ms))
 
+    def price_value(self, log_price: float, buyer_maker: bool) -> float:
+        """A trade's price as a float rounded to the symbol's decimals: the one place a
+        log price becomes a price (its text is `f"{value:.8f}"`). Non-decreasing in
+        `log_price + ln(bounce)`, but for float errors: see `demo_history` for finding a
+        bar's high and low from that sum."""
+        return round(math.exp(log_price) * _BOUNCES[buyer_maker], self.decimals)
+
+    def columns(self, first: int, stop: int, period_ms: float) -> TradeColumns:
+        """Ids first ... stop - 1 as arrays, not objects: for bars of millions of trades."""
+        rel = self.times(first, stop, period_ms)
+        side = _hash(self._side, np.arange(first, stop))
+        return TradeColumns(
+            first,
+            rel,
+            self.log_prices(rel // STEP_MS) if len(rel) else np.empty(0),
+            (side & np.uint64(1)).astype(bool),
+            self.qty_units[((side >> np.uint64(1)) & np.uint64(4095)).astype(np.intp)],
+        )
+
     def _build(self, first: int, rel: np.ndarray) -> list[DemoTrade]:
         """The trades from id `first` on, at these times (ms since `EPOCH_MS`)."""
         count = len(rel)
@@ -317,8 +397,7 @@ class _Tape:
         side = _hash(self._side, np.arange(first, first + count))
         makers = (side & np.uint64(1)).astype(bool).tolist()
         qtys = [self.qtys[i] for i in ((side >> np.uint64(1)) & np.uint64(4095)).tolist()]
-        symbol, decimals, exp = self.symbol, self.decimals, math.exp
-        bounce = {True: 1 - _BOUNCE, False: 1 + _BOUNCE}  # a seller hits the bid
+        symbol, value = self.symbol, self.price_value
         text: dict[tuple[float, bool], str] = {}  # busy tapes: many trades per grid step
         out = []
         for n, t, lp, m, q in zip(
@@ -330,7 +409,7 @@ class _Tape:
             strict=True,
         ):
             if (price := text.get((lp, m))) is None:
-                price = text[lp, m] = f"{round(exp(lp) * bounce[m], decimals):.8f}"
+                price = text[lp, m] = f"{value(lp, m):.8f}"
             out.append(DemoTrade(symbol, n, t, price, q, m))
         return out
 
@@ -530,7 +609,10 @@ class _Conn:
 
 @dataclass(eq=False)
 class DemoServer:
-    """A Binance-protocol server on loopback. Use `async with DemoServer() as server:`."""
+    """A Binance-protocol server on loopback. Use `async with DemoServer() as server:`.
+
+    It streams trades at `url` and serves Binance's REST market data at `rest_url`, the
+    same port (`pairs_tui.feed.demo_rest`): history, request weights, 429s and bans."""
 
     host: str = "127.0.0.1"
     port: int = 0
@@ -544,9 +626,21 @@ class DemoServer:
     record_delivered: bool = False  # tests: keep every id sent in `delivered`
     delivered: dict[str, list[int]] = field(default_factory=dict)  # ids sent, per symbol
     paused: bool = False  # tests: stop sending on every connection, keep them open
+    weight_limit: int = 6000  # REST request weight per minute, as Binance's
+    halted: frozenset[str] = frozenset()  # REST: symbols listed with status BREAK
+    ban_seconds: float = 120.0  # REST: HTTP 418 for this long after ignoring a 429
 
     def __post_init__(self) -> None:
+        from pairs_tui.feed.demo_rest import RestApi  # it imports this module
+
         self.market = SyntheticMarket(self.seed, self.rate)
+        self.rest: RestApi = RestApi(
+            self.market.seed,
+            self.market.rate,
+            weight_limit=self.weight_limit,
+            halted=self.halted,
+            ban_seconds=self.ban_seconds,
+        )
         self._log: deque[DemoTrade] = deque(maxlen=self.history)
         self._seq = 0  # number of trades ever appended to _log
         self._new = asyncio.Event()
@@ -559,6 +653,20 @@ class DemoServer:
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
 
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def rest_counters(self) -> RestCounters:
+        """REST requests by path, weight used, 429s, 418s and 400s since the start."""
+        return self.rest.counters
+
+    @property
+    def used_weight(self) -> int:
+        """The REST request weight used in the current calendar minute."""
+        return self.rest.used_weight()
+
     async def start(self) -> DemoServer:
         self._server = await serve(
             self._handle,
@@ -566,6 +674,7 @@ class DemoServer:
             self.port,
             compression=None,
             process_request=self._route,
+            open_timeout=_OPEN_TIMEOUT,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_interval,
         )
@@ -609,8 +718,11 @@ class DemoServer:
         return list(islice(reversed(self._log), count))[::-1], self._seq
 
     # -- protocol -----------------------------------------------------------------------
-    def _route(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+    async def _route(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        path = parts.path
+        if path in self.rest.endpoints:
+            return await self.rest.respond(path, parts.query)
         if path == "/stream" or path == "/ws" or path.startswith("/ws/"):
             return None
         return connection.respond(HTTPStatus.NOT_FOUND, "unknown endpoint\n")

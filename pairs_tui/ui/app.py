@@ -44,7 +44,13 @@ from pairs_tui.model import (
     normalise_symbols,
     printable,
 )
-from pairs_tui.session import STORE_ERRORS, RecordingStopped, Session, SessionPlan
+from pairs_tui.session import (
+    STORE_ERRORS,
+    RecordingStopped,
+    Session,
+    SessionPlan,
+    UnknownSymbol,
+)
 from pairs_tui.ui.charts import ChartSpec, Line, fingerprint, render, waiting_for
 from pairs_tui.ui.commands import PairCommands
 from pairs_tui.ui.help import HelpScreen
@@ -263,6 +269,7 @@ class PairsApp(App[int]):
         self._refreshing = self._again = False
         self._timer: Timer | None = None
         self._events: deque[AlertEvent] = deque(maxlen=ALERT_LOG)  # the log panel's rows
+        self.usage_error: str | None = None  # why it never started (said by the CLI)
         self.set_reactive(PairsApp.lean, lean)
 
     def compose(self) -> ComposeResult:
@@ -285,7 +292,12 @@ class PairsApp(App[int]):
         loop.add_signal_handler(signal.SIGHUP, lambda: self.run_worker(self._quit(hang_up=True)))
         self._layout(self.size.width, self.size.height)
         self._show_status()
-        await self.session.start()
+        try:
+            await self.session.start()
+        except UnknownSymbol as exc:
+            self.usage_error = str(exc)
+            self.exit(2)
+            return
         self._events.extend(await self.session.events(ALERT_LOG))
         self._show_alerts()
         self._timer = self.set_interval(self.refresh_every, self.refresh_data)
@@ -451,6 +463,11 @@ class PairsApp(App[int]):
         paused = None
         if self.paused and session.store is not None:
             paused = max(0, session.trades_seen() - self._paused_at)
+        snapshot = self.snapshot
+        if snapshot is not None and snapshot.summary.history_bars:
+            feed += f"  history: {snapshot.summary.history_bars:,} bars from Binance REST"
+        if said := session.history_text():
+            feed += f"  {said}"
         text = status_text(session.view, feed, paused)
         line = self.query_one(StatusLine)
         if str(line.render()) != text:
@@ -469,7 +486,11 @@ class PairsApp(App[int]):
         except ViewError as exc:
             self.say(str(exc), severity="warning")
             return
-        await self.session.set_view(view)
+        try:
+            await self.session.set_view(view)
+        except UnknownSymbol as exc:
+            self.say(str(exc), severity="warning")
+            return
         self._show_status()
         self._show_alerts()
         self.refresh_data()

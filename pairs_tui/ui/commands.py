@@ -104,7 +104,7 @@ _RULE_ACTIONS = ("remove", "mute", "unmute")
 def _alert(text: str, rules: Sequence[AlertRule]) -> Suggestion:
     """`alert RULE` adds; `alert remove|mute|unmute N` acts on rule #N."""
     if not text:
-        return _wrong("alerts: add RULE", "type a rule: alert abs(z) > 2 (see the README)")
+        return _wrong("alerts: add RULE", "type a rule: alert abs(z) > 2 (see docs/alerts.md)")
     words = text.split()
     if words[0].lower() in _RULE_ACTIONS:
         verb = words[0].lower()
