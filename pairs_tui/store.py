@@ -249,6 +249,7 @@ class TickStore:
         self.readonly = readonly
         self.schema_version = SCHEMA_VERSION  # what the file holds, once open() looked
         self._busy_ms = 10_000
+        self._one_transaction = asyncio.Lock()
         self._immutable = False  # reading the file alone, until a writer shows up
         self._tidy = False  # remove the -wal and -shm SQLite made for us when closing
         self._stamp: tuple[int, int] | None = None  # the file's mtime and size at open
@@ -382,18 +383,12 @@ class TickStore:
         version = self.schema_version
         if version == SCHEMA_VERSION:
             return
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction() as conn:
             await self._check()  # another process may have won, or filled an empty file
             for step in range(self.schema_version, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[step]:
-                    await self._conn.execute(statement)
-            await self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await self._conn.execute("ROLLBACK")
-            raise
+                    await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self.schema_version = SCHEMA_VERSION
 
     async def claim(self, source: str) -> None:
@@ -469,10 +464,24 @@ class TickStore:
                 await asyncio.sleep(0.05 * (tries + 1))
         raise AssertionError("unreachable")
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error. One at a time on this
+        connection: the recorder's batches, history and filled gaps share it, and a
+        statement sent while another's transaction is open would land inside it."""
+        async with self._one_transaction:
+            conn = self._conn
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                await conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):  # never hide the error that got us here
+                    await conn.execute("ROLLBACK")
+                raise
+
     async def _write_once(self, rows: Sequence[TradeRow], gaps: Sequence[Gap]) -> int:
-        conn = self._conn
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction() as conn:
             cursor = await conn.executemany(_INSERT_TRADE, rows)
             inserted = cursor.rowcount
             missing = [g for g in [await self._unstored(g) for g in gaps] if g is not None]
@@ -481,11 +490,6 @@ class TickStore:
                     _INSERT_GAP,
                     [(g.symbol, g.kind.value, g.from_id, g.to_id, g.detected_us) for g in missing],
                 )
-            await conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):  # never hide the error that got us here
-                await conn.execute("ROLLBACK")
-            raise
         return max(inserted, 0)
 
     async def _unstored(self, gap: Gap) -> Gap | None:
@@ -514,21 +518,14 @@ class TickStore:
         """One transaction for many batches (an import of Binance's own trades): all of
         them or none, the store claimed for live trades with them."""
         self._writing()
-        conn = self._conn
-        await conn.execute("BEGIN IMMEDIATE")
+        async with self._transaction() as conn:
 
-        async def insert(rows: Sequence[ImportRow]) -> int:
-            cursor = await conn.executemany(_INSERT_IMPORTED, rows)
-            return max(cursor.rowcount, 0)
+            async def insert(rows: Sequence[ImportRow]) -> int:
+                cursor = await conn.executemany(_INSERT_IMPORTED, rows)
+                return max(cursor.rowcount, 0)
 
-        try:
             await self.claim("live")
             yield insert
-            await conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):  # never hide the error that got us here
-                await conn.execute("ROLLBACK")
-            raise
 
     # -- pruning --------------------------------------------------------------------------
     async def count_older(self, before_us: int) -> int:
@@ -711,15 +708,9 @@ class TickStore:
         ]
 
         async def once() -> None:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                await self._conn.executemany(_INSERT_HISTORY, rows)
+            async with self._transaction() as conn:
+                await conn.executemany(_INSERT_HISTORY, rows)
                 await self._bump(_BARS_REV)
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    await self._conn.execute("ROLLBACK")
-                raise
 
         await self._retrying(once)
 
@@ -810,18 +801,10 @@ class TickStore:
         self._writing()
 
         async def once() -> int:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = await self._conn.executemany(_INSERT_TRADE, rows)
-                await self._conn.execute(
-                    "UPDATE gaps SET filled_us = ? WHERE rowid = ?", (now_us, rowid)
-                )
+            async with self._transaction() as conn:
+                cursor = await conn.executemany(_INSERT_TRADE, rows)
+                await conn.execute("UPDATE gaps SET filled_us = ? WHERE rowid = ?", (now_us, rowid))
                 await self._bump(_FILLS_REV)
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    await self._conn.execute("ROLLBACK")
-                raise
             return max(cursor.rowcount, 0)
 
         return await self._retrying(once)

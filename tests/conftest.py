@@ -28,12 +28,18 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var, sub in USER_DIRS:
         (home / sub).mkdir(parents=True)
         monkeypatch.setenv(var, str(home / sub))
-    # Never Binance from a test: a test that forgets --ws-url / --rest-url meets a
-    # closed port on loopback, not the internet. History at start is off unless a test
-    # turns it on: the demo's 51 h of 5m klines cost a second of CPU.
-    (home / "config" / "pairs-tui").mkdir()
-    (home / "config" / "pairs-tui" / "config.toml").write_text(LOOPBACK_ONLY)
+    loopback_only(home)
     return home
+
+
+def loopback_only(home: Path) -> None:
+    """Never Binance from a test: a test that forgets --ws-url / --rest-url meets a
+    closed port on loopback, not the internet. History at start is off unless a test
+    turns it on: the demo's 51 h of 5m klines cost a second of CPU."""
+    config = home / "config" / "pairs-tui" / "config.toml"
+    if not config.exists():
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(LOOPBACK_ONLY)
 
 
 LOOPBACK_ONLY = (
@@ -84,6 +90,7 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> No
 
 
 def cli_env(home: Path) -> dict[str, str]:
+    loopback_only(home)
     env = dict(os.environ)
     env.update({var: str(home / sub) for var, sub in USER_DIRS})
     env.pop("PAIRS_TUI_DEBUG", None)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pairs_tui.model import Gap, StreamKind
+from pairs_tui.model import Gap, HistoryBar, StreamKind
 from pairs_tui.store import SCHEMA_VERSION, StoreError, TickStore
 
 pytestmark = pytest.mark.unit
@@ -134,3 +134,27 @@ async def test_concurrent_first_open_migrates_once(db_path):
     for store in stores:
         await store.close()
     assert sqlite3.connect(db_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_history_and_trades_written_at_once_share_the_connection(db_path):
+    """The recorder's batches and history (backfill, filled gaps) are written by two
+    tasks through one connection: each transaction waits for the other, none fails."""
+    async with await TickStore.open(db_path) as store:
+        [series] = (await store.series_ids(["BTCUSDT"], StreamKind.TRADE)).values()
+        trades = [
+            store.write([(series, i, 1_700_000_000_000_000 + i, None, "1.5", "0.1", 0)])
+            for i in range(50)
+        ]
+        bars = [
+            store.add_history(
+                "BTCUSDT",
+                StreamKind.TRADE,
+                "1m",
+                [HistoryBar(i * 60_000_000, 1, 2, 0.5, 1.5, 3, 4)],
+            )
+            for i in range(50)
+        ]
+        await asyncio.gather(*(x for pair in zip(trades, bars, strict=True) for x in pair))
+        assert len(await store.trade_ids("BTCUSDT")) == 50
+        assert len(await store.history("BTCUSDT", StreamKind.TRADE, "1m")) == 50
+        assert await store.history_rev() == (50, 0)
