@@ -179,7 +179,8 @@ class Bench:
             match = re.search(r"ws://\S+", line)
             if match is None:
                 raise SystemExit(f"demo-server did not start: {line!r}")
-            yield ["--ws-url", match.group(0)], lambda: cpu_seconds(server.pid)
+            # the steady state is the subject: no REST history (benchmarks/history.py)
+            yield ["--ws-url", match.group(0), "--no-backfill"], lambda: cpu_seconds(server.pid)
         finally:
             server.send_signal(signal.SIGINT)
             try:
@@ -251,7 +252,8 @@ def measure_start(bench: Bench, recorded: bool) -> tuple[list[float], list[float
     for _ in range(bench.args.runs):
         db = bench.copy_of_recorded() if recorded else bench.fresh_db()
         view = DEFAULT_VIEW if recorded else EMPTY_VIEW
-        argv = cockpit_argv("shipped", *SYMBOLS, "--demo", "--seed", str(SEED))
+        feed = ("--no-feed",) if recorded else ("--demo", "--seed", str(SEED))
+        argv = cockpit_argv("shipped", *SYMBOLS, *feed)  # a store of live trades: no demo
         with bench.terminal([*argv, "--db", str(db), *view]) as term:
             live = term.wait_for(feed_connected, CHART_TIMEOUT, since=term.started_at)
             first.append(term.wait_for(first_chart, CHART_TIMEOUT, since=term.started_at))

@@ -9,8 +9,9 @@ Run by hand (not a test):
     benchmarks/cockpit.py), from spawn until the four charts are drawn with no
     "Collecting data" left; median of N runs (5). Target <= 3 s. Without history this
     takes 22 minutes (21 one-minute bars for the correlation); the baseline measured in
-    the same run is the start on a store that already holds 10 h of recorded trades
-    (the app's own cost: imports, store, one refresh over 600 bars, drawing).
+    the same run is the start on a store that already holds 10 h of recorded trades,
+    with --no-feed (the app's own cost: imports, store, one refresh over 600 bars,
+    drawing; a store of imported live trades takes no demo feed).
 (ii) REST weight one start spends: a session on the demo server (BTCUSDT/ETHUSDT, the
     default view), until history is in; Binance's documented weights as the client
     counted them, and the demo server's own count. Target <= 60.
@@ -56,7 +57,8 @@ def start_times(bench: Bench, recorded: bool) -> list[float]:
     times = []
     for _ in range(bench.args.runs):
         db = bench.copy_of_recorded() if recorded else bench.fresh_db()
-        argv = cockpit_argv("shipped", *SYMBOLS, "--demo", "--seed", str(SEED))
+        feed = ("--no-feed",) if recorded else ("--demo", "--seed", str(SEED))
+        argv = cockpit_argv("shipped", *SYMBOLS, *feed)  # a store of live trades: no demo
         with bench.terminal([*argv, "--db", str(db), *DEFAULT_VIEW]) as term:
             times.append(term.wait_for(chart_ready, CHART_TIMEOUT, since=term.started_at))
             quit_app(term, "the cockpit")

@@ -21,7 +21,7 @@ from pairs_tui import __version__
 from pairs_tui.config import Config, ConfigError, apply, load_config
 from pairs_tui.crash import Crashed, report_crash
 from pairs_tui.feed.binance import check_ws_url
-from pairs_tui.feed.rest import UnknownSymbol, check_rest_url
+from pairs_tui.feed.rest import MARKET_DATA_URL, UnknownSymbol, check_rest_url
 from pairs_tui.ingest import RecordingStopped
 from pairs_tui.model import (
     LOOKBACK_MAX,
@@ -138,8 +138,8 @@ def rest_options(fn):
     )(fn)
     return click.option(
         "--rest-url",
-        help="Binance REST base URL for history (feed.rest_url; market data only:"
-        " https://data-api.binance.vision).",
+        help=f"Binance REST base URL for history (feed.rest_url; market data only:"
+        f" {MARKET_DATA_URL}).",
     )(fn)
 
 

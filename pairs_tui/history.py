@@ -25,6 +25,7 @@ from pairs_tui.model import TIMEFRAMES, Gap, HistoryBar, StreamKind, TradeRow, c
 from pairs_tui.store import TickStore
 
 MAX_FILL = 20_000  # trades one hole may be filled with (historicalTrades: 25 weight / 1000)
+CLOCK_SLACK_US = 2_000_000  # "closed" by the local clock only this long after: skew
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class History:
         self.on_progress: Callable[[], None] = lambda: None
         self.trades_filled = 0
         self.gaps_filled = 0
-        self._too_long: set[tuple[str, int]] = set()
+        self._said: set[tuple[str, int]] = set()  # gaps whose trouble was said (once)
 
     async def backfill(
         self, symbols: tuple[str, ...], bars: Mapping[str, int], *, now_us: int | None = None
@@ -113,7 +114,7 @@ class History:
         one on screen first), then the seam bars; returns the symbols whose tape has
         begun, so are complete. What is stored is not asked again."""
         firsts = {s: await self.store.first_trade(s, self.kind) for s in symbols}
-        now = now_us or time.time_ns() // 1000
+        now = (now_us or time.time_ns() // 1000) - CLOCK_SLACK_US
         spans: dict[tuple[str, str], tuple[int, int]] = {}
         for symbol, first in firsts.items():
             start_us = first[1] if first else now
@@ -129,10 +130,11 @@ class History:
             for symbol in symbols:
                 await self._klines(symbol, tf, *spans[tf, symbol])
         ordered = sorted(bars, key=TIMEFRAMES.__getitem__)
-        for symbol, first in firsts.items():
-            if first is not None:
-                await self._seam(symbol, *first, ordered)
-        return {symbol for symbol, first in firsts.items() if first is not None}
+        return {
+            symbol
+            for symbol, first in firsts.items()
+            if first is not None and await self._seam(symbol, *first, ordered)
+        }
 
     async def _klines(self, symbol: str, tf: str, begin: int, end: int) -> None:
         """Closed klines opening in [begin, end), page by page, skipping stored pages."""
@@ -158,12 +160,15 @@ class History:
         self.covered += bars
         self.on_progress()
 
-    async def _seam(self, symbol: str, first_id: int, first_us: int, tfs: list[str]) -> None:
-        """The bars in which the tape begins, each holding the trades before it."""
+    async def _seam(self, symbol: str, first_id: int, first_us: int, tfs: list[str]) -> bool:
+        """The bars in which the tape begins, each holding the trades before it; False
+        when that cannot be made yet (the tape's first trades are not all stored)."""
         stored = await self.store.history(symbol, self.kind, tfs[-1], floor(first_us, tfs[-1]))
         if any(b.until_id == first_id for b in stored):  # made before: the tape is the same
-            return
+            return True
         pieces = await self._before(symbol, first_id, first_us)
+        if pieces is None:
+            return False
         seam = {tfs[0]: compose(pieces, floor(first_us, tfs[0]), first_id)}
         for tf in tfs[1:]:
             fine = finer(tf)
@@ -178,9 +183,11 @@ class History:
         for tf, bar in seam.items():
             if bar is not None:
                 await self.store.add_history(symbol, self.kind, tf, [bar])
+        return True
 
-    async def _before(self, symbol: str, first_id: int, first_us: int) -> list[Piece]:
-        """The trades of the tape's first second before its first trade, as pieces."""
+    async def _before(self, symbol: str, first_id: int, first_us: int) -> list[Piece] | None:
+        """The trades of the tape's first second before its first trade, as pieces (None:
+        not yet, see `_part_before`)."""
         second = floor(first_us, min(TIMEFRAMES, key=TIMEFRAMES.__getitem__))
         aggs = await self.rest.agg_trades(symbol, start_ms=second // 1000, end_ms=first_us // 1000)
         while len(aggs) % PAGE == 0 and aggs and aggs[-1].time_ms * 1000 <= first_us:
@@ -190,48 +197,74 @@ class History:
             aggs += more
         pieces = []
         for agg in aggs:
+            if (agg.agg_id if self.kind is StreamKind.AGG_TRADE else agg.first_id) >= first_id:
+                break  # the tape from here on
             piece = await self._part_before(symbol, agg, first_id)
             if piece is None:
-                break
+                return None
             pieces.append(piece)
         return pieces
 
     async def _part_before(self, symbol: str, agg: AggTrade, first_id: int) -> Piece | None:
-        """The part of an aggregate before the tape's first id; None from the tape on."""
+        """The part of an aggregate before the tape's first id. One that straddles it
+        leaves the rest of its quantity to the stored trades: None until they are all
+        stored (they come in the same frames, committed within a flush interval)."""
         price = float(agg.price)
-        if self.kind is StreamKind.AGG_TRADE:  # the tape's ids are aggregate ids
-            return (
-                Piece(price, price, price, price, Decimal(agg.qty), 1)
-                if agg.agg_id < first_id
-                else None
-            )
-        if agg.first_id >= first_id:
-            return None
         qty = Decimal(agg.qty)
-        if agg.last_id >= first_id:  # it straddles: the stored trades hold the rest
+        if self.kind is StreamKind.AGG_TRADE:  # the tape's ids are aggregate ids
+            return Piece(price, price, price, price, qty, 1)
+        if agg.last_id >= first_id:
             stored = await self.store.qty_between(symbol, self.kind, first_id, agg.last_id)
+            if len(stored) < agg.last_id - first_id + 1:
+                return None
             qty -= sum((Decimal(q) for q in stored), Decimal(0))
         count = min(agg.last_id, first_id - 1) - agg.first_id + 1
         return Piece(price, price, price, price, qty, count)
 
-    async def fill_gaps(self) -> None:
-        """Every hole in the tape filled with the trades that were missed."""
+    async def fill_gaps(self, bars: Mapping[str, int]) -> None:
+        """Every hole in the tape filled with the trades that were missed; one of more
+        than MAX_FILL trades (a restart after hours) bridged with klines instead, as many
+        as `bars[tf]` before its end."""
         for rowid, gap in await self.store.open_gaps():
             if gap.kind is not self.kind:
                 continue
             if gap.missing > MAX_FILL:
-                if (gap.symbol, rowid) not in self._too_long:
-                    self._too_long.add((gap.symbol, rowid))
-                    self.on_event(
-                        f"gap in {gap.symbol} of {gap.missing:,} trades: too long to fill"
-                        f" from REST (at most {MAX_FILL:,}); the charts keep a hole there"
-                    )
+                await self._bridge(rowid, gap, bars)
                 continue
             rows = await self._missed(gap)
+            if len(rows) < gap.missing:  # asked again next time; said once
+                if (gap.symbol, rowid) not in self._said:
+                    self._said.add((gap.symbol, rowid))
+                    self.on_event(
+                        f"gap in {gap.symbol}: REST gave {len(rows):,} of its"
+                        f" {gap.missing:,} trades; trying again"
+                    )
+                continue
             await self.store.fill_gap(rowid, rows, time.time_ns() // 1000)
             self.gaps_filled += 1
             self.trades_filled += len(rows)
             self.on_event(f"gap filled: {gap.symbol} {len(rows):,} trades from Binance REST")
+
+    async def _bridge(self, rowid: int, gap: Gap, bars: Mapping[str, int]) -> None:
+        """Whole klines between the last trade before the hole and the first after it;
+        the bar at each end keeps only its stored trades (trades win where both exist)."""
+        before = await self.store.last_trade(gap.symbol, self.kind, gap.from_id)
+        after = await self.store.first_trade(gap.symbol, self.kind, gap.to_id + 1)
+        if before is None or after is None:
+            return
+        for tf, n in bars.items():
+            tf_us = TIMEFRAMES[tf]
+            end = floor(after[1], tf)
+            await self._klines(
+                gap.symbol, tf, max(floor(before[1], tf) + tf_us, end - n * tf_us), end
+            )
+        await self.store.fill_gap(rowid, [], time.time_ns() // 1000)
+        self.gaps_filled += 1
+        self.on_event(
+            f"gap filled: {gap.symbol} {gap.missing:,} trades too many to fetch (at most"
+            f" {MAX_FILL:,}): bridged with klines; the bar at each end lacks the trades"
+            " of the gap"
+        )
 
     async def _missed(self, gap: Gap) -> list[TradeRow]:
         series = (await self.store.series_ids([gap.symbol], self.kind))[gap.symbol]

@@ -209,7 +209,7 @@ async def _show_backfill(recording: Recording, out: TextIO, stop: asyncio.Event)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
     if recording.history_error is None:
-        console.print(f"history: {history.bars_stored:,} bars from REST")
+        console.print(f"history: {history.bars_stored:,} bars from REST", highlight=False)
 
 
 async def _tick(printer: StatusPrinter, recording: Recording) -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
-from pairs_tui.feed.rest import Banned, HistoryUnavailable, Listing, RestClient
+from pairs_tui.feed.rest import Banned, HistoryUnavailable, Listing, RestClient, UnknownSymbol
 from pairs_tui.history import History
 from pairs_tui.ingest import Ingest, RecordingStopped
-from pairs_tui.model import FeedStats
+from pairs_tui.model import FeedStats, describe
 from pairs_tui.retention import keep_pruned
 from pairs_tui.store import TickStore
 
@@ -134,20 +134,24 @@ class Recording:
     def _start_history(self, symbols: tuple[str, ...]) -> None:
         if self._historian is not None:
             self._historian.cancel()
-        if self.history is not None and self._listing is not None:
+        if self.history is not None:
             self._historian = asyncio.create_task(self._keep_history(symbols), name="history")
 
     async def _keep_history(self, symbols: tuple[str, ...]) -> None:
         """Backfill each symbol once its tape has begun (or after FIRST_TRADE_S, up to
-        now, and again at its first trade), then fill holes as they appear."""
-        assert self.history is not None and self.ingest is not None
+        now, and again at its first trade), then fill holes as they appear. Whatever goes
+        wrong is said once and tried again RETRY_S later; only a ban ends it."""
+        assert self.history is not None and self.rest is not None
         history, kind = self.history, self.plan.feed.kind
         seamed: set[str] = set()  # backfilled up to the tape's start
         early: set[str] = set()  # backfilled up to a moment before its first trade
-        gaps_seen = -1
         started = asyncio.get_running_loop().time()
+        if self._listing is None:  # REST was away at the start (and that was said)
+            await asyncio.sleep(RETRY_S)
         while True:
             try:
+                if self._listing is None:  # ask again
+                    self._listing = await self.rest.listing()
                 if self._wanted and len(seamed) < len(symbols):
                     begun = {
                         s for s in symbols if await self.store.first_trade(s, kind) is not None
@@ -162,17 +166,15 @@ class Recording:
                     if due:
                         seamed |= await history.backfill(due, self._wanted)
                         early |= set(due)
-                self._settled = len(seamed) == len(symbols) or not self._wanted
-                gaps = self.ingest.stats().gaps
-                if gaps != gaps_seen:
-                    await history.fill_gaps()
-                    gaps_seen = gaps
+                self._settled = not self._wanted or all(s in seamed | early for s in symbols)
+                await history.fill_gaps(self._wanted)  # a cheap query when there is none
                 self.history_error = None
             except Banned as exc:
                 self._unavailable(str(exc))
                 return
-            except HistoryUnavailable as exc:
-                self._unavailable(str(exc))
+            except Exception as exc:  # REST away or answering nonsense, a store error
+                said = isinstance(exc, HistoryUnavailable | UnknownSymbol)
+                self._unavailable(str(exc) if said else describe(exc))
                 await asyncio.sleep(RETRY_S)
                 continue
             await asyncio.sleep(0.1 if len(seamed) < len(symbols) else 1.0)

@@ -752,25 +752,30 @@ class TickStore:
         )
         return {row[0] for row in await cursor.fetchall()}
 
-    async def first_trade(self, symbol: str, kind: StreamKind) -> tuple[int, int] | None:
-        """(trade id, time µs) of the oldest stored trade: where the stream's tape begins."""
-        await self._follow_writer()
-        cursor = await self._conn.execute(
-            f"SELECT trade_id, ts_us FROM trades WHERE series = {_SERIES}"
+    async def first_trade(
+        self, symbol: str, kind: StreamKind, from_id: int = -1
+    ) -> tuple[int, int] | None:
+        """(trade id, time µs) of the oldest stored trade (from `from_id` on): where the
+        stream's tape begins."""
+        return await self._trade_row(
+            f"SELECT trade_id, ts_us FROM trades WHERE series = {_SERIES} AND trade_id >= ?"
             " ORDER BY trade_id LIMIT 1",
-            (symbol, kind.value),
+            (symbol, kind.value, from_id),
         )
-        row = await cursor.fetchone()
-        return (row[0], row[1]) if row is not None else None
 
-    async def last_trade(self, symbol: str, kind: StreamKind) -> tuple[int, int] | None:
-        """(trade id, time µs) of the newest stored trade."""
-        await self._follow_writer()
-        cursor = await self._conn.execute(
-            f"SELECT trade_id, ts_us FROM trades WHERE series = {_SERIES}"
+    async def last_trade(
+        self, symbol: str, kind: StreamKind, before_id: int = 2**62
+    ) -> tuple[int, int] | None:
+        """(trade id, time µs) of the newest stored trade (before `before_id`)."""
+        return await self._trade_row(
+            f"SELECT trade_id, ts_us FROM trades WHERE series = {_SERIES} AND trade_id < ?"
             " ORDER BY trade_id DESC LIMIT 1",
-            (symbol, kind.value),
+            (symbol, kind.value, before_id),
         )
+
+    async def _trade_row(self, sql: str, params: tuple[object, ...]) -> tuple[int, int] | None:
+        await self._follow_writer()
+        cursor = await self._conn.execute(sql, params)
         row = await cursor.fetchone()
         return (row[0], row[1]) if row is not None else None
 

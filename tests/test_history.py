@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import cli_env, pairs_tui_cmd, wait_until
+from conftest import cli_env, pairs_tui_cmd, wait_until, write_trades
 
 from pairs_tui.bars import resample, trades_frame
 from pairs_tui.engine import PairView
@@ -25,6 +25,7 @@ from pairs_tui.feed.demo import DemoServer
 from pairs_tui.history import History
 from pairs_tui.model import TIMEFRAMES, FeedState
 from pairs_tui.session import Session, SessionPlan
+from pairs_tui.store import TickStore
 
 pytestmark = pytest.mark.server
 
@@ -79,16 +80,26 @@ async def test_history_and_trades_give_the_bars_of_the_complete_tape(db_path):
     try:
         snapshot, sides = await settled_sides(session, server)
         assert snapshot.summary.history_bars > 0
+        seams = 0
         for side in sides:
-            _, first_us = await session.store.first_trade(side.symbol, side.kind)
+            first_id, first_us = await session.store.first_trade(side.symbol, side.kind)
             last = await session.store.last_trade(side.symbol, side.kind)
             for tf, tf_us in TIMEFRAMES.items():
                 begin = (first_us // tf_us - 20) * tf_us  # history from 20 bars before
                 got = side.merged(tf).filter(pl.col("ts_us") >= begin)
                 want = tape_bars(server, side.symbol, tf, begin, last)
                 assert_same_bars(got, want, f"{side.symbol} {tf}")
-                seam = got.filter(pl.col("ts_us") == first_us // tf_us * tf_us)
-                assert seam["rest"].to_list() == [True]  # history and trades in one bar
+                # the bar the stored tape begins in holds history too when the exchange
+                # traded in it before the tape's first trade
+                opened = first_us // tf_us * tf_us
+                before = server.market.trades_between(
+                    side.symbol, opened // 1000, first_us // 1000 + 1
+                )
+                earlier = any(t.trade_id < first_id for t in before)
+                seam = got.filter(pl.col("ts_us") == opened)
+                assert seam["rest"].to_list() == [earlier], (side.symbol, tf)
+                seams += earlier
+        assert seams >= 2  # at 1m and 5m at least: the seam was really made
     finally:
         await session.stop()
 
@@ -246,3 +257,53 @@ def test_record_backfill_is_seen_by_export_and_by_viewers(isolated_home, tmp_pat
 
     seen = asyncio.run(viewer()).summary
     assert seen.history_bars >= 29 and seen.zscore is not None and seen.verdict is not None
+
+
+async def test_a_restart_after_an_hour_is_bridged_with_klines(db_path):
+    """An hour since the last run is far more than MAX_FILL trades: the hole is bridged
+    with whole klines, equal to the tape's bars; only the bar at each end lacks trades."""
+    server = await DemoServer(seed=4, rate=20, record_delivered=True).start()
+    now_ms = time.time_ns() // 1_000_000
+    then_ms = now_ms - 3_600_000
+    async with await TickStore.open(db_path) as store:  # the last run: 20 s an hour ago
+        old = [
+            t
+            for symbol in PAIR
+            for t in server.market.trades_between(symbol, then_ms, then_ms + 20_000)
+        ]
+        await write_trades(store, old)
+    view = PairView(*PAIR, "1m", 3, 20)
+    session = await recorded(
+        server, db_path, view, lambda: sum(map(len, server.delivered.values())) > 40
+    )
+    try:
+        await wait_until(lambda: session.recording.history.gaps_filled >= 2, 20)
+        _, sides = await settled_sides(session, server)
+        for side in sides:
+            old_last = max(t.time_ms for t in old if t.symbol == side.symbol) * 1000
+            old_last_id = max(t.trade_id for t in old if t.symbol == side.symbol)
+            new = await session.store.first_trade(side.symbol, side.kind, old_last_id + 1)
+            assert new is not None  # this run's first trade, an hour of ids later
+            inside = (old_last // 60_000_000 + 1) * 60_000_000, new[1] // 60_000_000 * 60_000_000
+            got = side.merged("1m").filter(
+                (pl.col("ts_us") >= inside[0]) & (pl.col("ts_us") < inside[1])
+            )
+            want = tape_bars(server, side.symbol, "1m", inside[0], (new[0] - 1, inside[1] - 1))
+            assert got.height >= 20  # the view's 20 + 3 bars, from the hole
+            assert_same_bars(got, want.filter(pl.col("ts_us") >= got["ts_us"][0]), side.symbol)
+    finally:
+        await session.stop()
+
+
+def test_no_backfill_asks_rest_nothing(isolated_home, tmp_path):
+    db = tmp_path / "t.db"
+    done = run(isolated_home, "record", "btcusd", "--demo", "--no-backfill", "--duration", "1.5")
+    assert done.returncode == 0, done.stderr  # not even the symbol check: live only
+    done = run(
+        isolated_home, "record", "btcusdt", "--demo", "--no-backfill", "--duration", "1.5",
+        "--db", str(db),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM history").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM trades").fetchone()[0] > 0

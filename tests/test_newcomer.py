@@ -295,3 +295,19 @@ def test_the_readme_command_shows_every_chart_and_the_verdict_at_1m_at_once(
             pytest.fail(f"not full after 20 s:\n{term.dump()}")
         term.send("q")
         assert term.wait_exit(10) == 0
+
+
+def test_record_backfill_shows_its_progress_on_a_terminal(isolated_home, tmp_path):
+    config = isolated_home / "config" / "pairs-tui" / "config.toml"
+    config.write_text(config.read_text().replace("backfill = false", "backfill = true"))
+    argv = pairs_tui_cmd(
+        "record", "btcusdt", "ethusdt", "--demo", "--backfill", "6h", "--db", str(tmp_path / "d.db")
+    )
+    with PtyTerminal(argv, cols=120, rows=20, env=cli_env(isolated_home)) as term:
+        term.wait_for("history: ", timeout=30)  # the bar, then what it stored
+        term.wait_for(lambda lines: any("bars from REST" in line for line in lines), 30)
+        term.wait_for("connected", timeout=10)  # then the status line, as ever
+        [said] = [line for line in term.text() if "bars from REST" in line]
+        term.signal(signal.SIGINT)
+        assert term.wait_exit(10) == 0
+    assert int(said.split("history: ")[1].split()[0].replace(",", "")) > 2 * 6 * 3600

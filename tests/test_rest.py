@@ -33,6 +33,7 @@ class FaultServer:
         self.script: list[web.Response | float] = []  # a float: sleep that long first
         self.arrivals: list[tuple[float, str]] = []
         self.used = 0  # what X-MBX-USED-WEIGHT-1M says
+        self.weight_header = WEIGHT_HEADER
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -42,7 +43,7 @@ class FaultServer:
         if isinstance(answer, float):
             await asyncio.sleep(answer)
             answer = ok([KLINE])
-        answer.headers[WEIGHT_HEADER] = str(self.used)
+        answer.headers[self.weight_header] = str(self.used)
         return answer
 
     async def __aenter__(self) -> FaultServer:
@@ -95,6 +96,37 @@ async def test_429_waits_its_retry_after_and_sends_nothing_before():
     (first, _), (second, _) = server.arrivals
     assert second - first >= 2.0  # nothing in between: no 418
     assert k.trades == 7 and rest.spent.waited_s >= 1.9
+
+
+async def test_headers_are_read_whatever_their_case():
+    """HTTP header names are case-insensitive; servers and proxies send them lowercase."""
+    async with FaultServer() as server, client(server.url) as rest:
+        server.weight_header = WEIGHT_HEADER.lower()
+        server.script = [refusal(429, -1003, "Too much request weight used")]
+        server.script[0].headers["retry-after"] = "2"
+        await klines(rest)  # waited the 2 s it was told, not the 60 s of no Retry-After
+    (first, _), (second, _) = server.arrivals
+    assert 2.0 <= second - first < 10
+    loop = asyncio.get_running_loop()
+    boundary = loop.time() + 1.0
+    clock = lambda: 600.0 + (loop.time() - boundary)  # noqa: E731
+    async with FaultServer() as server, client(server.url, clock=clock) as rest:
+        server.weight_header = WEIGHT_HEADER.lower()
+        server.used = 4799
+        await klines(rest)
+        server.used = 0
+        await klines(rest)
+    assert server.arrivals[0][0] < boundary <= server.arrivals[1][0]
+
+
+def test_a_request_heavier_than_the_budget_is_refused_not_waited_for_forever():
+    async def ask() -> None:
+        async with client("http://127.0.0.1:9") as rest:
+            rest.weight_limit = 30  # 80 % is 24: historicalTrades weighs 25
+            await rest.historical_trades("BTCUSDT", 1)
+
+    with pytest.raises(HistoryUnavailable, match="exceeds the budget"):
+        asyncio.run(ask())
 
 
 async def test_418_stops_every_request_after_it():

@@ -32,7 +32,6 @@ WEIGHTS = {  # Binance's documented request weights (spot, 2026)
     "/api/v3/klines": 2,
     "/api/v3/aggTrades": 4,
     "/api/v3/historicalTrades": 25,
-    "/api/v3/time": 1,
 }
 PAGE = 1000  # the most rows klines, aggTrades and historicalTrades give at once
 WEIGHT_SHARE = 0.8  # of the per-minute limit: the rest is left for everything else
@@ -260,7 +259,7 @@ class RestClient:
         self.spent.requests += 1
         async with self._session.get(self.base_url + path, params=query) as response:
             body = await response.read()
-            return response.status, dict(response.headers), body
+            return response.status, response.headers.copy(), body  # case-insensitive
 
     def _refused(
         self, path: str, status: int, headers: Mapping[str, str], body: bytes
@@ -298,6 +297,11 @@ class RestClient:
                 minute = int(now // 60)
                 if minute != self._minute:
                     self._minute, self._used = minute, 0
+                if weight > WEIGHT_SHARE * self.weight_limit:  # would wait forever
+                    raise HistoryUnavailable(
+                        f"a request of weight {weight} exceeds the budget of"
+                        f" {WEIGHT_SHARE:.0%} of {self.weight_limit} per minute"
+                    )
                 if self._used + weight <= WEIGHT_SHARE * self.weight_limit:
                     self._used += weight
                     self.spent.weight += weight
