@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,20 +164,22 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None
             loop.add_signal_handler(sig, stop.set)
         if plan.duration is not None:
             loop.call_later(plan.duration, stop.set)
-        ticker: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         try:
             await recording.start(plan.symbols)
             if recording.server is not None:
                 server = recording.server
                 printer.event(f"demo feed on {server.url} (seed {server.market.seed})")
             printer.event(f"recording {', '.join(plan.symbols)} into {plan.db_path}")
-            if recording.history is not None and live:
-                await _show_backfill(recording, out, stop)
-            ticker = asyncio.create_task(_tick(printer, recording))
+            if recording.history is not None:
+                if live:  # a progress bar until it is in; the stream is recorded meanwhile
+                    await _show_backfill(recording, out, stop)
+                tasks.append(asyncio.create_task(_say_when_in(recording, printer, stop)))
+            tasks.append(asyncio.create_task(_tick(printer, recording)))
             await stop.wait()
         finally:
-            if ticker is not None:
-                ticker.cancel()
+            for task in tasks:
+                task.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await recording.stop()
@@ -189,27 +192,38 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None
         return stats
 
 
+async def _until_in(
+    recording: Recording, stop: asyncio.Event, tick: Callable[[], object] = lambda: None
+) -> bool:
+    """Wait until every symbol's history is stored (or has failed, which says itself);
+    False when stopped first. `tick` runs every 0.1 s meanwhile."""
+    while not stop.is_set() and not recording.history_settled():
+        tick()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
+    return not stop.is_set()
+
+
 async def _show_backfill(recording: Recording, out: TextIO, stop: asyncio.Event) -> None:
     """A progress bar while history is fetched (the stream is recorded meanwhile)."""
     history = recording.history
     assert history is not None
-    console = Console(file=out)
+    columns = (TextColumn("history"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"))
     with Progress(
-        TextColumn("history"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("bars"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("history", total=None)
-        while not stop.is_set() and not recording.history_settled():
-            progress.update(task, completed=history.covered, total=history.total or None)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.1)
-    if recording.history_error is None:
-        console.print(f"history: {history.bars_stored:,} bars from REST", highlight=False)
+        *columns, TimeRemainingColumn(), console=Console(file=out), transient=True
+    ) as bar:
+        task = bar.add_task("history", total=None)
+        await _until_in(
+            recording,
+            stop,
+            lambda: bar.update(task, completed=history.covered, total=history.total or None),
+        )
+
+
+async def _say_when_in(recording: Recording, printer: StatusPrinter, stop: asyncio.Event) -> None:
+    if await _until_in(recording, stop) and recording.history_error is None:
+        assert recording.history is not None
+        printer.event(f"history: {recording.history.bars_stored:,} bars from REST")
 
 
 async def _tick(printer: StatusPrinter, recording: Recording) -> None:

@@ -17,13 +17,15 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import aiohttp
 import msgspec
 
 from pairs_tui.feed.binance import full_jitter
 from pairs_tui.model import clip, describe
+
+if TYPE_CHECKING:  # imported when a request is first made: every command starts without it
+    import aiohttp
 
 DEFAULT_REST_URL = "https://api.binance.com"
 MARKET_DATA_URL = "https://data-api.binance.vision"  # market data only, same API
@@ -224,6 +226,8 @@ class RestClient:
 
     # -- one request, governed ------------------------------------------------------
     async def _get(self, path: str, params: Mapping[str, object], shape: type[T]) -> T:
+        import aiohttp  # here, not at the top: see the TYPE_CHECKING import
+
         attempt = 0
         while True:
             await self._admit(WEIGHTS[path])
@@ -251,6 +255,8 @@ class RestClient:
         self, path: str, params: Mapping[str, object]
     ) -> tuple[int, Mapping[str, str], bytes]:
         if self._session is None:
+            import aiohttp  # here, not at the top: see the TYPE_CHECKING import
+
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"User-Agent": "pairs-tui"},
