@@ -134,6 +134,7 @@ class Recording:
     def _start_history(self, symbols: tuple[str, ...]) -> None:
         if self._historian is not None:
             self._historian.cancel()
+        self._settled = False  # other symbols, or more bars: not in yet
         if self.history is not None:
             self._historian = asyncio.create_task(self._keep_history(symbols), name="history")
 
