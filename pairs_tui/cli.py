@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import io
 import math
 import os
 import sys
@@ -634,6 +635,125 @@ def watch(
         asyncio.run(run_watch(plan, every=config.ui.refresh, duration=duration))
     except UnknownSymbol as exc:
         raise UsageProblem(str(exc)) from None
+
+
+@cli.command()
+@click.argument("symbols", nargs=-1)
+@with_view_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="A table for people, CSV or JSON for programs.",
+)
+@click.option("-o", "--output", default="-", help="Output file, or - for stdout (default).")
+@click.option("--top", type=click.IntRange(min=1), help="Only the N most cointegrated pairs.")
+@click.option("--stream", type=click.Choice(["trade", "aggTrade"]), help="Which trades to use.")
+@db_option
+@config_option
+def scan(
+    symbols: tuple[str, ...],
+    timeframe: str | None,
+    window: int | None,
+    lookback: int | None,
+    fmt: str,
+    output: str,
+    top: int | None,
+    stream: str | None,
+    db: Path | None,
+    config_file: Path | None,
+) -> None:
+    """Every pair of SYMBOLS ranked by cointegration (Engle-Granger p-value), from the
+    store, with the numbers `export --what summary` gives for each."""
+    from pairs_tui.scan import MAX_SYMBOLS
+
+    if len(symbols) < 2:
+        raise UsageProblem(f"give at least two symbols to scan, not {len(symbols)}")
+    if len(symbols) > MAX_SYMBOLS:
+        raise UsageProblem(
+            f"{len(symbols)} symbols is more than a scan takes ({MAX_SYMBOLS}: 19,900 pairs)"
+        )
+    try:
+        names = normalise_symbols(symbols)
+    except SymbolError as exc:
+        raise UsageProblem(str(exc)) from None
+    config = _config(
+        config_file,
+        view={"timeframe": timeframe, "window": window, "lookback": lookback},
+        feed={"stream": stream},
+    )
+    view = _view(config, names[0], names[1])
+    if output != "-":
+        from pairs_tui.export import export_target
+
+        try:
+            if export_target(output)[1]:
+                raise UsageProblem(f"{output} is a directory: give a file name in it")
+        except ValueError as exc:
+            raise UsageProblem(f"cannot write {output}: {exc}") from None
+    path = _existing_db(config, db)
+    try:
+        asyncio.run(_scan(path, names, view, config, fmt, output, top))
+    except OSError as exc:
+        raise RuntimeProblem(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
+async def _scan(
+    path: Path,
+    names: tuple[str, ...],
+    view: PairView,
+    config: Config,
+    fmt: str,
+    output: str,
+    top: int | None,
+) -> None:
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from pairs_tui.export import write_atomically
+    from pairs_tui.scan import scan, table, to_csv, to_json
+    from pairs_tui.store import TickStore
+
+    shown = sys.stderr.isatty()
+    with Progress(
+        TextColumn("scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("pairs"),
+        console=Console(file=sys.stderr),
+        transient=True,
+        disable=not shown,
+    ) as bar:
+        task = bar.add_task("scan", total=None)
+        async with await TickStore.open(path, readonly=True) as store:
+            rows = await scan(
+                store,
+                names,
+                view,
+                config.stream_kind,
+                now_us=time.time_ns() // 1000,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    rows = rows[:top] if top is not None else rows
+    if fmt == "table":
+        to_file = output != "-"
+        wide = to_file or not sys.stdout.isatty()  # a terminal's own width, else all columns
+        buffer = io.StringIO()
+        console = Console(file=buffer if to_file else sys.stdout, width=200 if wide else None)
+        console.print(table(rows, view))
+        text = buffer.getvalue()
+    else:
+        text = to_csv(rows) if fmt == "csv" else to_json(rows)
+    if output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomically(Path(output).expanduser(), lambda fh: fh.write(text))
+        click.echo(f"wrote {output}", err=True)
 
 
 @cli.command("alerts")

@@ -80,14 +80,28 @@ async def load_pair(
     until_us: int | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """All bars of both symbols between the times, folded chunk by chunk from the store."""
-    sides = []
-    for symbol in view.symbols:
-        side = SymbolBars(symbol, kind, [view.timeframe], until_us=until_us)
-        await side.start_at(store, since_us)
-        await side.update(store)
-        await side.load_history(store, {view.timeframe: since_us or -(2**62)})
-        sides.append(side.merged(view.timeframe))
-    return sides[0], sides[1]
+    a, b = [
+        await load_symbol(store, s, kind, view.timeframe, since_us=since_us, until_us=until_us)
+        for s in view.symbols
+    ]
+    return a, b
+
+
+async def load_symbol(
+    store: TickStore,
+    symbol: str,
+    kind: StreamKind,
+    timeframe: str,
+    *,
+    since_us: int | None = None,
+    until_us: int | None = None,
+) -> pl.DataFrame:
+    """One symbol's bars between the times (trades and the exchange's history)."""
+    side = SymbolBars(symbol, kind, [timeframe], until_us=until_us)
+    await side.start_at(store, since_us)
+    await side.update(store)
+    await side.load_history(store, {timeframe: since_us or -(2**62)})
+    return side.merged(timeframe)
 
 
 async def pair_export(

@@ -1,0 +1,145 @@
+"""`pairs-tui scan`: every pair of a list of symbols ranked by cointegration.
+
+Each symbol's bars are loaded from the store once; each pair is analysed exactly as
+`pairs-tui export --what summary` analyses it (the same bars, the same `analyze`), so a
+row's numbers are that export's. Rows are sorted by the Engle-Granger p-value, the most
+cointegrated first, pairs without one last with the reason in `verdict`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import polars as pl
+from rich.table import Table
+
+from pairs_tui.analytics import Summary
+from pairs_tui.engine import PairView, analyze
+from pairs_tui.export import load_symbol
+from pairs_tui.model import StreamKind
+from pairs_tui.store import TickStore
+
+COLUMNS = (
+    "symbol_a",
+    "symbol_b",
+    "n_bars",
+    "beta",
+    "alpha",
+    "corr",
+    "zscore",
+    "adf_stat",
+    "adf_pvalue",
+    "eg_stat",
+    "eg_pvalue",
+    "half_life",
+    "verdict",
+)
+MAX_SYMBOLS = 200  # 19,900 pairs
+FORMATS = ("table", "csv", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRow:
+    symbol_a: str
+    symbol_b: str
+    summary: Summary | None  # None: no bars of one side in the store
+    why: str | None = None  # what is missing, said in `verdict`
+
+    def values(self) -> dict[str, object]:
+        """The row by column name: numbers, or None where there is none."""
+        s = self.summary
+        out: dict[str, object] = {"symbol_a": self.symbol_a, "symbol_b": self.symbol_b}
+        for name in COLUMNS[2:-1]:
+            value = getattr(s, name) if s is not None else None
+            out[name] = None if isinstance(value, float) and not math.isfinite(value) else value
+        out["verdict"] = (s.verdict or s.reason) if s is not None else self.why
+        return out
+
+    @property
+    def rank(self) -> tuple[int, float]:
+        p = self.summary.eg_pvalue if self.summary is not None else None
+        return (0, p) if p is not None else (1, 0.0)
+
+
+def pairs_of(symbols: Sequence[str]) -> list[tuple[str, str]]:
+    """Every unordered pair, A the symbol given first."""
+    return list(combinations(symbols, 2))
+
+
+async def scan(
+    store: TickStore,
+    symbols: Sequence[str],
+    view: PairView,
+    kind: StreamKind,
+    *,
+    now_us: int,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> list[ScanRow]:
+    """The rows of every pair, sorted; `progress(done, total)` after each pair."""
+    bars: dict[str, pl.DataFrame] = {}
+    for symbol in symbols:
+        bars[symbol] = await load_symbol(store, symbol, kind, view.timeframe)
+    pairs = pairs_of(symbols)
+    rows = []
+    for done, (a, b) in enumerate(pairs, 1):
+        missing = [s for s in (a, b) if bars[s].is_empty()]
+        if missing:
+            why = f"no {kind.value}s of {' or '.join(missing)} in the store"
+            rows.append(ScanRow(a, b, None, why))
+        else:
+            pair = PairView(a, b, view.timeframe, view.window, view.lookback)
+            snapshot, _ = await asyncio.to_thread(analyze, pair, bars[a], bars[b], now_us=now_us)
+            rows.append(ScanRow(a, b, snapshot.summary))
+        progress(done, len(pairs))
+    return sorted(rows, key=lambda r: r.rank)
+
+
+def table(rows: Sequence[ScanRow], view: PairView) -> Table:
+    """The rows for people: numbers rounded, cointegrated pairs first."""
+    out = Table(
+        title=f"{len(rows)} pairs, {view.timeframe} bars, W={view.window}, L={view.lookback}",
+        title_justify="left",
+    )
+    for name in COLUMNS:
+        out.add_column(
+            name, justify="left" if name in ("symbol_a", "symbol_b", "verdict") else "right"
+        )
+    for row in rows:
+        values = row.values()
+        out.add_row(*(_shown(values[c]) for c in COLUMNS))
+    return out
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4f}"
+    return str(value)
+
+
+def to_csv(rows: Sequence[ScanRow]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        values = row.values()
+        writer.writerow(_cell(values[c]) for c in COLUMNS)
+    return out.getvalue()
+
+
+def to_json(rows: Sequence[ScanRow]) -> str:
+    return json.dumps([row.values() for row in rows], indent=2, allow_nan=False) + "\n"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
