@@ -215,6 +215,16 @@ def closed_bar_tests(joined: pl.DataFrame) -> Cointegration | None:
     return cointegration(log_a, log_b, spread_of(log_a, log_b, fit)) if fit else None
 
 
+def closed_bars(joined: pl.DataFrame, view: PairView, now_us: int) -> pl.DataFrame:
+    """The last L joined bars that had ended by `now_us`: what the tests run on."""
+    return joined.filter(pl.col("ts_us") <= now_us - view.tf_us).tail(view.lookback)
+
+
+def tests_key(view: PairView, closed: pl.DataFrame, with_tests: bool = True) -> object:
+    """What a cached test result was computed on (see `analyze`'s `cached`)."""
+    return (view, closed["ts_us"].max(), closed.height, with_tests)
+
+
 def analyze(
     view: PairView,
     bars_a: pl.DataFrame,
@@ -235,8 +245,8 @@ def analyze(
     joined = everything.tail(view.lookback)
     ts = joined["ts_us"].to_numpy()
     series = pair_series(ts, joined["close"].to_numpy(), joined["close_b"].to_numpy(), view.window)
-    closed = everything.filter(pl.col("ts_us") <= now_us - view.tf_us).tail(view.lookback)
-    key = (view, closed["ts_us"].max(), closed.height, with_tests)
+    closed = closed_bars(everything, view, now_us)
+    key = tests_key(view, closed, with_tests)
     if cached is not None and cached[0] == key:
         tests = cached[1]
     else:

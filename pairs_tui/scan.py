@@ -1,8 +1,9 @@
 """`pairs-tui scan`: every pair of a list of symbols ranked by cointegration.
 
-Each symbol's bars are loaded from the store once; each pair is analysed exactly as
-`pairs-tui export --what summary` analyses it (the same bars, the same `analyze`), so a
-row's numbers are that export's. Rows are sorted by the Engle-Granger p-value, the most
+Each symbol's bars are loaded from the store once; each pair is analysed as `pairs-tui
+export --what summary` analyses it (the same bars, the same `analyze`), but with the
+cointegration tests of all pairs computed at once (`batched`: equal to statsmodels to
+1e-9), so a row's numbers are that export's. Rows are sorted by the Engle-Granger p-value, the most
 cointegrated first, pairs without one last with the reason in `verdict`.
 """
 
@@ -17,11 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+import numpy as np
 import polars as pl
 from rich.table import Table
 
 from pairs_tui.analytics import Summary
-from pairs_tui.engine import PairView, analyze
+from pairs_tui.batched import cointegration_many
+from pairs_tui.engine import PairView, analyze, closed_bars, join_bars, tests_key
 from pairs_tui.export import load_symbol
 from pairs_tui.model import StreamKind
 from pairs_tui.store import TickStore
@@ -87,18 +90,42 @@ async def scan(
     for symbol in symbols:
         bars[symbol] = await load_symbol(store, symbol, kind, view.timeframe)
     pairs = pairs_of(symbols)
-    rows = []
-    for done, (a, b) in enumerate(pairs, 1):
+    rows: dict[tuple[str, str], ScanRow] = {}
+    for a, b in pairs:
         missing = [s for s in (a, b) if bars[s].is_empty()]
         if missing:
             why = f"no {kind.value}s of {' or '.join(missing)} in the store"
-            rows.append(ScanRow(a, b, None, why))
-        else:
-            pair = PairView(a, b, view.timeframe, view.window, view.lookback)
-            snapshot, _ = await asyncio.to_thread(analyze, pair, bars[a], bars[b], now_us=now_us)
-            rows.append(ScanRow(a, b, snapshot.summary))
+            rows[a, b] = ScanRow(a, b, None, why)
+    todo = [p for p in pairs if p not in rows]
+    summaries = await asyncio.to_thread(_summaries, todo, bars, view, now_us, progress)
+    rows |= {p: ScanRow(*p, summary) for p, summary in zip(todo, summaries, strict=True)}
+    return sorted((rows[p] for p in pairs), key=lambda r: r.rank)
+
+
+def _summaries(
+    pairs: list[tuple[str, str]],
+    bars: dict[str, pl.DataFrame],
+    view: PairView,
+    now_us: int,
+    progress: Callable[[int, int], None],
+) -> list[Summary]:
+    """Every pair's summary, its cointegration tests computed for all pairs at once
+    (`batched`, equal to statsmodels) and handed to `analyze` as already known."""
+    views = [PairView(a, b, view.timeframe, view.window, view.lookback) for a, b in pairs]
+    closed = [
+        closed_bars(join_bars(bars[a], bars[b]), v, now_us)
+        for (a, b), v in zip(pairs, views, strict=True)
+    ]
+    tests = cointegration_many(
+        [np.log(c["close"].to_numpy()) for c in closed],
+        [np.log(c["close_b"].to_numpy()) for c in closed],
+    )
+    out = []
+    for done, ((a, b), v, c, t) in enumerate(zip(pairs, views, closed, tests, strict=True), 1):
+        snapshot, _ = analyze(v, bars[a], bars[b], now_us=now_us, cached=(tests_key(v, c), t))
+        out.append(snapshot.summary)
         progress(done, len(pairs))
-    return sorted(rows, key=lambda r: r.rank)
+    return out
 
 
 def table(rows: Sequence[ScanRow], view: PairView) -> Table:
