@@ -3,8 +3,9 @@
 Each symbol's bars are loaded from the store once; each pair is analysed as `pairs-tui
 export --what summary` analyses it (the same bars, the same `analyze`), but with the
 cointegration tests of all pairs computed at once (`batched`: equal to statsmodels to
-1e-9), so a row's numbers are that export's. Rows are sorted by the Engle-Granger p-value, the most
-cointegrated first, pairs without one last with the reason in `verdict`.
+1e-9), so a row's numbers are that export's. Rows are sorted by the Engle-Granger
+p-value, the most cointegrated first, pairs without one last with the reason in
+`verdict`.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ COLUMNS = (
     "verdict",
 )
 MAX_SYMBOLS = 200  # 19,900 pairs
-FORMATS = ("table", "csv", "json")
 
 
 @dataclass(frozen=True, slots=True)

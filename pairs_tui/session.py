@@ -19,7 +19,7 @@ from pairs_tui.export import export_target, pair_export, write_export
 from pairs_tui.feed.binance import FeedOptions
 from pairs_tui.feed.rest import UnknownSymbol
 from pairs_tui.ingest import RecordingStopped
-from pairs_tui.model import AlertEvent, FeedStats, StreamKind
+from pairs_tui.model import AlertEvent, FeedStats, StreamKind, printable
 from pairs_tui.recording import Recording, RecordingPlan
 from pairs_tui.store import STORE_ERRORS, TickStore
 
@@ -218,8 +218,8 @@ class Session:
         recording = self.recording
         if recording is None or recording.rest is None:
             return None
-        if recording.history_error is not None:
-            return f"history unavailable: {recording.history_error}"
+        if recording.history_error is not None:  # may quote a server: text, never escapes
+            return f"history unavailable: {printable(recording.history_error)}"
         history = recording.history
         if history is not None and history.gaps_filled:
             return f"gap filled ({history.gaps_filled}, {history.trades_filled:,} trades)"
