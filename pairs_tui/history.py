@@ -101,7 +101,6 @@ class History:
         self.bars_stored = 0  # with trades, as fetched by this object
         self.covered = 0  # bars asked for so far, stored now or before (for progress bars)
         self.total = 0  # bars asked for in all
-        self.on_progress: Callable[[], None] = lambda: None
         self.trades_filled = 0
         self.gaps_filled = 0
         self._said: set[tuple[str, int]] = set()  # gaps whose trouble was said (once)
@@ -144,7 +143,7 @@ class History:
         while page < end:
             stop = min(end, page + PAGE * tf_us)
             if all(t in held for t in range(page, stop, tf_us)):
-                self._covered((stop - page) // tf_us)
+                self.covered += (stop - page) // tf_us
                 page = stop
                 continue
             klines = await self.rest.klines(
@@ -153,12 +152,8 @@ class History:
             got = [kline_bar(k) for k in klines if page <= k.open_ms * 1000 < stop]
             await self.store.add_history(symbol, self.kind, tf, [b for b in got if _sane(b)])
             self.bars_stored += sum(1 for b in got if b.trades)
-            self._covered((stop - page) // tf_us)
+            self.covered += (stop - page) // tf_us
             page = stop  # at most PAGE bars were asked for: they all came
-
-    def _covered(self, bars: int) -> None:
-        self.covered += bars
-        self.on_progress()
 
     async def _seam(self, symbol: str, first_id: int, first_us: int, tfs: list[str]) -> bool:
         """The bars in which the tape begins, each holding the trades before it; False

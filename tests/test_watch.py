@@ -36,7 +36,7 @@ def read_firings(proc: subprocess.Popen, count: int, timeout: float) -> list[dic
 def test_watch_prints_firings_that_export_reproduces(tmp_path, isolated_home, capsys):
     db = tmp_path / "ticks.db"
     argv = ["btcusdt", "ethusdt", *VIEW, "--db", str(db)]
-    rules = ["--alert", "abs(z) > 1.5", "--alert", "z > 1 and corr > 0"]
+    rules = ["--alert", "abs(z) > 1", "--alert", "z > 0.5 and corr > 0"]
     proc = subprocess.Popen(
         pairs_tui_cmd("watch", *argv, "--demo", "--seed", "5", *rules),
         env=cli_env(isolated_home),
@@ -54,7 +54,7 @@ def test_watch_prints_firings_that_export_reproduces(tmp_path, isolated_home, ca
     assert len(firings) == 3, err
     for fired in firings:
         assert fired["pair"] == "BTCUSDT/ETHUSDT" and fired["timeframe"] == "1s"
-        assert fired["rule"] in ("abs(z) > 1.5", "z > 1 and corr > 0")
+        assert fired["rule"] in ("abs(z) > 1", "z > 0.5 and corr > 0")
         assert fired["time"].endswith("Z") and fired["asof"] <= fired["time"]
         # the analytics as they stood at the firing, exported afterwards from the store
         out = tmp_path / "at.csv"
@@ -63,11 +63,11 @@ def test_watch_prints_firings_that_export_reproduces(tmp_path, isolated_home, ca
         last = list(csv.DictReader(out.open()))[-1]
         assert last["ts"] == fired["bar"]
         z, corr = float(last["zscore"]), float(last["corr"])
-        if fired["rule"] == "abs(z) > 1.5":
-            assert fired["value"] == pytest.approx(z, rel=1e-12, abs=1e-12) and abs(z) > 1.5
+        if fired["rule"] == "abs(z) > 1":
+            assert fired["value"] == pytest.approx(z, rel=1e-12, abs=1e-12) and abs(z) > 1
         else:
             assert fired["value"] == pytest.approx({"z": z, "corr": corr}, rel=1e-12, abs=1e-12)
-            assert z > 1 and corr > 0
+            assert z > 0.5 and corr > 0
     capsys.readouterr()
 
     # and the store kept them: `pairs-tui alerts`
