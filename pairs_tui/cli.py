@@ -287,6 +287,19 @@ def _existing_db(config: Config, db: Path | None, *, demo: bool = False) -> Path
     return path
 
 
+def _check_output(output: str) -> None:
+    """An output file (or - for stdout) that can be written, said before any work."""
+    if output == "-":
+        return
+    from pairs_tui.export import export_target
+
+    try:
+        if export_target(output)[1]:
+            raise UsageProblem(f"{output} is a directory: give a file name in it")
+    except ValueError as exc:
+        raise UsageProblem(f"cannot write {output}: {exc}") from None
+
+
 def _view(config: Config, symbol_a: str, symbol_b: str) -> PairView:
     """The pair and the configured view, validated: bad input is a usage error."""
     from pairs_tui.engine import PairView, ViewError
@@ -537,14 +550,7 @@ def export(
         feed={"stream": stream},
     )
     view = _view(config, symbol_a, symbol_b)
-    if output != "-":
-        from pairs_tui.export import export_target
-
-        try:
-            if export_target(output)[1]:
-                raise UsageProblem(f"{output} is a directory: give a file name in it")
-        except ValueError as exc:
-            raise UsageProblem(f"cannot write {output}: {exc}") from None
+    _check_output(output)
     since_us, until_us = _time(since, "--from"), _time(until, "--to")
     tf = view.tf_us
     if since_us is not None:  # whole bars only: a bar cut by --from/--to would lie
@@ -685,14 +691,7 @@ def scan(
         feed={"stream": stream},
     )
     view = _view(config, names[0], names[1])
-    if output != "-":
-        from pairs_tui.export import export_target
-
-        try:
-            if export_target(output)[1]:
-                raise UsageProblem(f"{output} is a directory: give a file name in it")
-        except ValueError as exc:
-            raise UsageProblem(f"cannot write {output}: {exc}") from None
+    _check_output(output)
     path = _existing_db(config, db)
     try:
         asyncio.run(_scan(path, names, view, config, fmt, output, top))
