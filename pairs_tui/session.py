@@ -42,7 +42,8 @@ class SessionPlan:
     rest_url: str | None = None  # Binance REST for history; None: live only
 
     @property
-    def recording(self) -> RecordingPlan | None:
+    def recording_plan(self) -> RecordingPlan | None:
+        """The feed's lifecycle, from these settings; None: view the store only."""
         if self.feed is None:
             return None
         return RecordingPlan(
@@ -90,10 +91,11 @@ class Session:
         self.store = await TickStore.open(plan.db_path)
         self._engine = PairEngine(self.store, self.view, plan.kind)
         await self._load_rules()
-        if plan.recording is None:
+        recording_plan = plan.recording_plan
+        if recording_plan is None:
             return
         self.recording = Recording(
-            plan.recording, self.store, on_event=self.on_event, on_notice=self.on_notice
+            recording_plan, self.store, on_event=self.on_event, on_notice=self.on_notice
         )
         self.recording.on_failure = lambda failure: self.on_failure(failure)
         await self.recording.start(self.view.symbols)
