@@ -462,19 +462,22 @@ def fired_value(rule: Rule, metrics: Metrics) -> AlertValue:
 
 
 # -- rules in use -------------------------------------------------------------------------
+WATCHLIST = ("*", "*")  # the pair of a rule set on every pair of the watchlist
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSpec:
     """A rule from the config file or the command line, before it has an id."""
 
     rule: Rule
-    pair: tuple[str, str]
+    pair: tuple[str, str]  # or WATCHLIST
     timeframe: str
 
 
 @dataclass(frozen=True, slots=True)
 class AlertRule:
-    """A rule set on a pair and timeframe. `id` is the store's; rules given to `watch`
-    only live in memory and have negative ids."""
+    """A rule set on a pair (or on the whole watchlist) and timeframe. `id` is the
+    store's; rules given to `watch` only live in memory and have negative ids."""
 
     id: int
     rule: Rule
@@ -487,6 +490,19 @@ class AlertRule:
     def pair(self) -> tuple[str, str]:
         return self.symbol_a, self.symbol_b
 
+    @property
+    def on_watchlist(self) -> bool:
+        return self.pair == WATCHLIST
+
+    @property
+    def target(self) -> str:
+        return target_text(self.pair)
+
+
+def target_text(pair: tuple[str, str]) -> str:
+    """What a rule watches, in words: `BTCUSDT/ETHUSDT` or `watchlist`."""
+    return "watchlist" if pair == WATCHLIST else f"{pair[0]}/{pair[1]}"
+
 
 def load_rules(records: Iterable[RuleRecord]) -> tuple[list[AlertRule], list[str]]:
     """The stored rules that parse, and one line for each that does not, to tell the
@@ -497,9 +513,10 @@ def load_rules(records: Iterable[RuleRecord]) -> tuple[list[AlertRule], list[str
         try:
             rule = parse_rule(record.rule)
         except RuleError as exc:
+            where = target_text((record.symbol_a, record.symbol_b))
             problems.append(
-                f"alert rule #{record.id} ({record.symbol_a}/{record.symbol_b}"
-                f" {record.timeframe}) in the store is not used: {exc}: {_clip(record.rule)}"
+                f"alert rule #{record.id} ({where} {record.timeframe}) in the store is not"
+                f" used: {exc}: {_clip(record.rule)}"
             )
             continue
         rules.append(
@@ -515,66 +532,98 @@ def load_rules(records: Iterable[RuleRecord]) -> tuple[list[AlertRule], list[str
     return rules, problems
 
 
+Summaries = Mapping[str, "Summary"]  # one update of a pair: its numbers per timeframe
+
+
 @dataclass
 class AlertBook:
-    """The rules in force and their states: fed summaries, returns firings."""
+    """The rules in force and their states (one per rule and pair): fed summaries,
+    returns firings."""
 
     rules: dict[int, AlertRule] = field(default_factory=dict)
-    states: dict[int, RuleState] = field(default_factory=dict)
+    states: dict[tuple[int, tuple[str, str]], RuleState] = field(default_factory=dict)
 
     def put(self, rule: AlertRule) -> None:
-        if rule.id in self.rules:  # muting keeps the state: unmuting never fires stale edges
-            self.rules[rule.id] = rule
-            return
+        """A new rule starts armed; a known one (muted, unmuted) keeps its states, so
+        unmuting never fires stale edges."""
         self.rules[rule.id] = rule
-        self.states[rule.id] = RuleState()
 
     def drop(self, rule_id: int) -> None:
         self.rules.pop(rule_id, None)
-        self.states.pop(rule_id, None)
+        for key in [k for k in self.states if k[0] == rule_id]:
+            del self.states[key]
 
     def forget_history(self) -> None:
         """The next update has no previous one to cross from (a new view or pair)."""
-        for rule_id, state in self.states.items():
-            self.states[rule_id] = replace(state, before=None)
+        for key, state in self.states.items():
+            self.states[key] = replace(state, before=None)
 
     def check(
         self,
         pair: tuple[str, str],
-        summaries: Mapping[str, Summary],
+        summaries: Summaries,
         *,
         now_us: int,
         asof_us: int | None,
     ) -> list[AlertEvent]:
-        """Evaluate the pair's rules on the summaries (one per timeframe) of one update."""
+        """Evaluate the rules set on this pair on one update of it."""
         events = []
-        for rule_id, alert in self.rules.items():
-            summary = summaries.get(alert.timeframe)
-            if alert.pair != pair or summary is None:
-                # not followed on this update: a later one must not cross from stale values
-                self.states[rule_id] = replace(self.states[rule_id], before=None)
+        for alert in self.rules.values():
+            if alert.on_watchlist:
                 continue
-            metrics = metrics_of(summary)
-            before = self.states[rule_id]
-            state, fires = step(alert.rule, before, metrics, now_us)
-            if alert.muted:  # followed, so unmuting never reports a stale rise; never fired
-                state, fires = replace(state, last_fired_us=before.last_fired_us), False
-            self.states[rule_id] = state
-            if fires:
-                events.append(
-                    AlertEvent(
-                        rule_id=rule_id if rule_id > 0 else None,
-                        rule=alert.rule.text,
-                        symbol_a=alert.symbol_a,
-                        symbol_b=alert.symbol_b,
-                        timeframe=alert.timeframe,
-                        fired_us=now_us,
-                        bar_us=summary.end_us,
-                        asof_us=asof_us,
-                        value=fired_value(alert.rule, metrics),
-                    )
-                )
+            if alert.pair != pair or alert.timeframe not in summaries:
+                # not followed on this update: a later one must not cross from stale values
+                key = (alert.id, alert.pair)
+                if key in self.states:
+                    self.states[key] = replace(self.states[key], before=None)
+                continue
+            events += self._step(alert, pair, summaries[alert.timeframe], now_us, asof_us)
         return events
+
+    def check_watchlist(
+        self, pairs: Mapping[tuple[str, str], Summaries], *, now_us: int, asof_us: int | None
+    ) -> list[AlertEvent]:
+        """Evaluate the watchlist's rules on one ranking of its pairs: each pair is
+        followed on its own (its own edge, its own cooldown)."""
+        events = []
+        for alert in self.rules.values():
+            if not alert.on_watchlist:
+                continue
+            for pair, summaries in pairs.items():
+                summary = summaries.get(alert.timeframe)
+                if summary is not None:
+                    events += self._step(alert, pair, summary, now_us, asof_us)
+        return events
+
+    def _step(
+        self,
+        alert: AlertRule,
+        pair: tuple[str, str],
+        summary: Summary,
+        now_us: int,
+        asof_us: int | None,
+    ) -> list[AlertEvent]:
+        metrics = metrics_of(summary)
+        before = self.states.get((alert.id, pair), RuleState())
+        state, fires = step(alert.rule, before, metrics, now_us)
+        if alert.muted:  # followed, so unmuting never reports a stale rise; never fired
+            state, fires = replace(state, last_fired_us=before.last_fired_us), False
+        self.states[alert.id, pair] = state
+        if not fires:
+            return []
+        return [
+            AlertEvent(
+                rule_id=alert.id if alert.id > 0 else None,
+                rule=alert.rule.text,
+                symbol_a=pair[0],
+                symbol_b=pair[1],
+                timeframe=alert.timeframe,
+                fired_us=now_us,
+                bar_us=summary.end_us,
+                asof_us=asof_us,
+                value=fired_value(alert.rule, metrics),
+            )
+        ]
 
 
 def value_text(value: AlertValue) -> str:

@@ -34,6 +34,7 @@ from pairs_tui.model import (
     normalise_symbols,
     parse_span,
     printable,
+    symbol_list,
 )
 from pairs_tui.store import STORE_ERRORS, StoreError, default_db_path
 
@@ -673,16 +674,10 @@ def scan(
 ) -> None:
     """Every pair of SYMBOLS ranked by cointegration (Engle-Granger p-value), from the
     store, with the numbers `export --what summary` gives for each."""
-    from pairs_tui.scan import MAX_SYMBOLS
-
     if len(symbols) < 2:
         raise UsageProblem(f"give at least two symbols to scan, not {len(symbols)}")
-    if len(symbols) > MAX_SYMBOLS:
-        raise UsageProblem(
-            f"{len(symbols)} symbols is more than a scan takes ({MAX_SYMBOLS}: 19,900 pairs)"
-        )
     try:
-        names = normalise_symbols(symbols)
+        names = symbol_list(symbols, "scan")
     except SymbolError as exc:
         raise UsageProblem(str(exc)) from None
     config = _config(

@@ -55,7 +55,12 @@ def bars_wanted(window: int, lookback: int, first: str | None = None) -> dict[st
     """Bars of history per timeframe for a full view at once: L + W (+2, as kept); the
     timeframe `first` (the one on screen) is fetched first."""
     order = sorted(TIMEFRAMES, key=lambda tf: tf != first)
-    return {tf: lookback + window + 2 for tf in order}
+    return {tf: bars_kept(window, lookback) for tf in order}
+
+
+def bars_kept(window: int, lookback: int) -> int:
+    """Bars kept per timeframe: L, the window before its first z, and the forming one."""
+    return lookback + window + 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,10 @@ class PairView:
 
     def history_wanted(self) -> dict[str, int]:
         return bars_wanted(self.window, self.lookback, self.timeframe)
+
+    @property
+    def keep(self) -> int:
+        return bars_kept(self.window, self.lookback)
 
     @property
     def symbols(self) -> tuple[str, str]:
@@ -184,6 +193,12 @@ class SymbolBars:
         self.watermark = rows[-1][1]
         self.trades += len(rows)
 
+    def drop_before(self, since_us: Mapping[str, int]) -> None:
+        """Forget the bars (and history) opening before `since_us[tf]`."""
+        for tf, since in since_us.items():
+            self.bars[tf] = self.bars[tf].filter(pl.col("ts_us") >= since)
+            self.history[tf] = self.history[tf].filter(pl.col("ts_us") >= since)
+
     def trim(self, other: SymbolBars, keep: int) -> None:
         """Drop bars older than the `keep`-th newest bar both symbols have, on both sides:
         what is kept is bounded, yet always holds `keep` joined bars when there are."""
@@ -197,14 +212,19 @@ class SymbolBars:
 
 def join_bars(bars_a: pl.DataFrame, bars_b: pl.DataFrame) -> pl.DataFrame:
     """The pair series: bars inner-joined on open time, oldest first (with `rest`, true
-    where either side holds history, when the bars say)."""
-    columns = ["ts_us", "close", "trades", *(["rest"] if "rest" in bars_a.columns else [])]
-    joined = bars_a.select(columns).join(
-        bars_b.select(columns), on="ts_us", how="inner", suffix="_b"
-    )
-    if "rest" in columns:
-        joined = joined.with_columns(rest=pl.col("rest") | pl.col("rest_b")).drop("rest_b")
-    return joined.sort("ts_us")
+    where either side holds history, when the bars say). Each side has one bar per open
+    time, so the join is an intersection of sorted keys: numpy does it in microseconds,
+    where a polars join costs a millisecond (a scan makes one per pair)."""
+    ts_a, ts_b = bars_a["ts_us"].to_numpy(), bars_b["ts_us"].to_numpy()
+    ts, ia, ib = np.intersect1d(ts_a, ts_b, assume_unique=True, return_indices=True)
+    columns: dict[str, object] = {"ts_us": ts}
+    for suffix, bars, index in (("", bars_a, ia), ("_b", bars_b, ib)):
+        columns["close" + suffix] = bars["close"].to_numpy()[index]
+        columns["trades" + suffix] = bars["trades"].to_numpy()[index]
+    if "rest" in bars_a.columns:
+        columns["rest"] = bars_a["rest"].to_numpy()[ia] | bars_b["rest"].to_numpy()[ib]
+    order = ["ts_us", "close", "trades", *(["rest"] if "rest" in columns else []), "close_b"]
+    return pl.DataFrame({name: columns[name] for name in [*order, "trades_b"]})
 
 
 def closed_bar_tests(joined: pl.DataFrame) -> Cointegration | None:
@@ -217,7 +237,8 @@ def closed_bar_tests(joined: pl.DataFrame) -> Cointegration | None:
 
 def closed_bars(joined: pl.DataFrame, view: PairView, now_us: int) -> pl.DataFrame:
     """The last L joined bars that had ended by `now_us`: what the tests run on."""
-    return joined.filter(pl.col("ts_us") <= now_us - view.tf_us).tail(view.lookback)
+    end = int(np.searchsorted(joined["ts_us"].to_numpy(), now_us - view.tf_us, side="right"))
+    return joined.slice(max(0, end - view.lookback), min(end, view.lookback))
 
 
 def tests_key(view: PairView, closed: pl.DataFrame, with_tests: bool = True) -> object:
@@ -227,21 +248,20 @@ def tests_key(view: PairView, closed: pl.DataFrame, with_tests: bool = True) -> 
 
 def analyze(
     view: PairView,
-    bars_a: pl.DataFrame,
-    bars_b: pl.DataFrame,
+    everything: pl.DataFrame,
     *,
     now_us: int,
     cached: tuple[object, Cointegration | None] | None = None,
     with_tests: bool = True,
 ) -> tuple[PairSnapshot, tuple[object, Cointegration | None]]:
-    """Snapshot of the pair over the last L joined bars (the forming one included).
+    """Snapshot of the pair over the last L of its joined bars (`join_bars`; the forming
+    bar included).
 
     The cointegration tests use the last L *closed* bars (a bar is closed once its
     interval has ended), so they change only when a bar closes; `cached` carries the
     previous result and the closed bars it was computed on. `with_tests=False` skips
     them for a quick glance.
     """
-    everything = join_bars(bars_a, bars_b)
     joined = everything.tail(view.lookback)
     ts = joined["ts_us"].to_numpy()
     series = pair_series(ts, joined["close"].to_numpy(), joined["close_b"].to_numpy(), view.window)
@@ -275,16 +295,74 @@ def analyze(
 SETTLE_US = 2_000_000  # a symbol this long without a trade is taken as quiet, not late
 
 
-def settled_cut(last_a: int | None, last_b: int | None, now_us: int) -> int:
-    """The time before which both symbols' trades are all stored.
+def settled_cut(lasts: Iterable[int | None], now_us: int) -> int:
+    """The time before which every symbol's trades are all stored (`lasts`: each one's
+    newest stored trade time).
 
     Each symbol's trades arrive in time order, so everything before its newest stored
     trade is in (the newest one's same-time siblings may still be on their way); a symbol
     quiet for `SETTLE_US` is complete up to then. A snapshot cut there is one consistent
-    moment of both symbols, and `pairs-tui export --asof` that time reproduces it.
+    moment of all the symbols, and `pairs-tui export --asof` that time reproduces it.
     """
     quiet = now_us - SETTLE_US
-    return min(max(last if last is not None else quiet, quiet) for last in (last_a, last_b))
+    return min(max(last if last is not None else quiet, quiet) for last in lasts)
+
+
+class BarSet:
+    """Several symbols' bars at some timeframes, kept current from the store: loaded
+    once (the last `keep` bars' worth of time), then only new trades folded in; the
+    exchange's history bars read again when the store's history moves, and everything
+    when trades were stored behind the tape (a hole filled)."""
+
+    def __init__(
+        self,
+        store: TickStore,
+        kind: StreamKind,
+        symbols: Iterable[str],
+        timeframes: Iterable[str],
+        keep: int,
+    ) -> None:
+        self.store = store
+        self.kind = kind
+        self.symbols = tuple(symbols)
+        self.timeframes = tuple(timeframes)
+        self.keep = keep
+        self.span_us = max(TIMEFRAMES[tf] for tf in self.timeframes) * keep
+        self.sides: dict[str, SymbolBars] = {}
+        self._revs = (-1, -1)  # the store's history revisions the loaded sides hold
+
+    @property
+    def trades(self) -> int:
+        return sum(side.trades for side in self.sides.values())
+
+    @property
+    def revs(self) -> tuple[int, int]:
+        """The store's history revisions the bars hold (they move when history lands)."""
+        return self._revs
+
+    async def update(self, now_us: int) -> int:
+        """Every symbol's bars up to the settled cut (see `settled_cut`), returned."""
+        store = self.store
+        bars_rev, fills_rev = await store.history_rev()
+        if fills_rev != self._revs[1] or not self.sides:
+            self.sides = {}
+            for symbol in self.symbols:
+                side = self.sides[symbol] = SymbolBars(symbol, self.kind, self.timeframes)
+                last = await store.last_time(symbol, self.kind)
+                if last is not None:
+                    await side.start_at(store, last - self.span_us)
+            self._revs = (-1, fills_rev)
+        if bars_rev != self._revs[0]:
+            since = {tf: (now_us // TIMEFRAMES[tf] - self.keep - 1) * TIMEFRAMES[tf]
+                     for tf in self.timeframes}  # fmt: skip
+            for side in self.sides.values():
+                await side.load_history(store, since)
+            self._revs = (bars_rev, fills_rev)
+        lasts = [await store.last_time(s, self.kind) for s in self.symbols]
+        cut = settled_cut(lasts, now_us)
+        for side in self.sides.values():
+            await side.update(store, cut)
+        return cut
 
 
 class PairEngine:
@@ -298,60 +376,39 @@ class PairEngine:
         self.view = view
         self.kind = kind
         self.tested: frozenset[str] = frozenset()
-        self._sides: tuple[SymbolBars, SymbolBars] | None = None
-        self._kept = 0  # joined bars the loaded sides hold
+        self._bars: BarSet | None = None
         self._cached: dict[str, tuple[object, Cointegration | None]] = {}
-        self._revs = (-1, -1)  # the store's history revisions the loaded sides hold
-
-    def _keep(self) -> int:
-        return self.view.lookback + self.view.window + 2
-
-    async def _load(self) -> tuple[SymbolBars, SymbolBars]:
-        keep = self._kept = self._keep()
-        sides = []
-        for symbol in self.view.symbols:
-            side = SymbolBars(symbol, self.kind)
-            last = await self.store.last_time(symbol, self.kind)
-            if last is not None:
-                span = max(TIMEFRAMES.values()) * keep
-                await side.start_at(self.store, last - span)
-            sides.append(side)
-        return sides[0], sides[1]
 
     def set_view(self, view: PairView) -> None:
         """Timeframe and window changes reuse the bars; a new pair or a longer lookback
         reloads from the store."""
-        if self._sides is not None and (
-            view.symbols != self.view.symbols or view.lookback + view.window + 2 > self._kept
+        if self._bars is not None and (
+            view.symbols != self._bars.symbols or view.keep > self._bars.keep
         ):
-            self._sides = None
+            self._bars = None
         self.view = view
 
     @property
     def trades_seen(self) -> int:
-        return sum(side.trades for side in self._sides) if self._sides else 0
+        return self._bars.trades if self._bars is not None else 0
+
+    @property
+    def sides(self) -> tuple[SymbolBars, SymbolBars] | None:
+        """The pair's bars as loaded (None before a refresh, or after a reload is due)."""
+        if self._bars is None or not self._bars.sides:
+            return None
+        a, b = (self._bars.sides[s] for s in self._bars.symbols)
+        return a, b
 
     async def refresh(self, now_us: int | None = None) -> PairSnapshot:
         view = self.view  # the view this refresh is for, though it may change meanwhile
-        bars_rev, fills_rev = await self.store.history_rev()
-        if fills_rev != self._revs[1]:  # trades stored behind the tape: read it again
-            self._sides = None
-        if self._sides is None:
-            self._sides = await self._load()
-            self._revs = (-1, fills_rev)
-        a, b = self._sides
+        if self._bars is None:
+            self._bars = BarSet(self.store, self.kind, view.symbols, TIMEFRAMES, view.keep)
+        bars = self._bars
         now = now_us if now_us is not None else time.time_ns() // 1000
-        if bars_rev != self._revs[0]:
-            since = {tf: (now // us - self._kept - 1) * us for tf, us in TIMEFRAMES.items()}
-            await a.load_history(self.store, since)
-            await b.load_history(self.store, since)
-            self._revs = (bars_rev, fills_rev)
-        last_a = await self.store.last_time(a.symbol, self.kind)
-        last_b = await self.store.last_time(b.symbol, self.kind)
-        cut = settled_cut(last_a, last_b, now)
-        await a.update(self.store, cut)
-        await b.update(self.store, cut)
-        await asyncio.to_thread(a.trim, b, self._kept)
+        cut = await bars.update(now)
+        a, b = (bars.sides[s] for s in bars.symbols)  # loaded by the update
+        await asyncio.to_thread(a.trim, b, bars.keep)
         # bars that ended before the cut are final: the tests run on those
         snapshot = await asyncio.to_thread(
             lambda: self._analyze(
@@ -376,8 +433,7 @@ class PairEngine:
         for tf in TIMEFRAMES:
             snapshot, cached[tf] = analyze(
                 replace(view, timeframe=tf),
-                bars_a[tf],
-                bars_b[tf],
+                join_bars(bars_a[tf], bars_b[tf]),
                 now_us=now_us,
                 cached=cached.get(tf),
                 with_tests=tf == view.timeframe or tf in tested,

@@ -27,7 +27,7 @@ import polars as pl
 
 from pairs_tui import __version__
 from pairs_tui.analytics import CONVENTIONS, Summary
-from pairs_tui.engine import PairSnapshot, PairView, SymbolBars, analyze
+from pairs_tui.engine import PairSnapshot, PairView, SymbolBars, analyze, join_bars
 from pairs_tui.model import EPOCH, StreamKind, iso
 from pairs_tui.store import TickStore
 
@@ -117,7 +117,9 @@ async def pair_export(
     for symbol, bars in zip(view.symbols, (bars_a, bars_b), strict=True):
         if bars.is_empty():
             raise NothingToExport(f"no {kind.value}s of {symbol} in {store.path} for that time")
-    snapshot, _ = await asyncio.to_thread(analyze, view, bars_a, bars_b, now_us=now_us)
+    snapshot, _ = await asyncio.to_thread(
+        lambda: analyze(view, join_bars(bars_a, bars_b), now_us=now_us)
+    )
     if snapshot.summary.n_bars == 0:
         raise NothingToExport(f"{view.symbol_a} and {view.symbol_b} have no bars in common")
     return bars_a, bars_b, snapshot

@@ -26,6 +26,7 @@ AlertValue: TypeAlias = float | dict[str, float | None] | None
 TIMEFRAMES: dict[str, int] = {"1s": 1_000_000, "1m": 60_000_000, "5m": 300_000_000}  # µs
 WINDOW_RANGE = (2, 100_000)  # W, bars
 LOOKBACK_MAX = 1_000_000  # L, bars; at least W + 2
+MAX_SYMBOLS = 200  # in a scan or a watchlist: 19,900 pairs, 200 streams on one connection
 REFRESH_RANGE = (0.25, 5.0)  # seconds between redraws (or watch's evaluations)
 
 
@@ -278,6 +279,16 @@ def parse_span(text: str) -> float:
 
 class SymbolError(ValueError):
     pass
+
+
+def symbol_list(raw: list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:
+    """The symbols of a scan or a watchlist (`what`): valid, each once, not too many."""
+    if len(raw) > MAX_SYMBOLS:
+        raise SymbolError(
+            f"{len(raw)} symbols is more than a {what} takes"
+            f" ({MAX_SYMBOLS}: {MAX_SYMBOLS * (MAX_SYMBOLS - 1) // 2:,} pairs)"
+        )
+    return normalise_symbols(raw)
 
 
 def normalise_symbols(raw: list[str] | tuple[str, ...]) -> tuple[str, ...]:

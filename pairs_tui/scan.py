@@ -15,7 +15,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -45,7 +45,9 @@ COLUMNS = (
     "half_life",
     "verdict",
 )
-MAX_SYMBOLS = 200  # 19,900 pairs
+
+
+SPARK_BARS = 30  # the newest z-scores a row keeps, for the scanner's sparkline
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,11 @@ class ScanRow:
     symbol_b: str
     summary: Summary | None  # None: no bars of one side in the store
     why: str | None = None  # what is missing, said in `verdict`
+    recent_z: tuple[float, ...] = ()  # the last SPARK_BARS z-scores (NaN: none yet)
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return self.symbol_a, self.symbol_b
 
     def values(self) -> dict[str, object]:
         """The row by column name: numbers, or None where there is none."""
@@ -86,9 +93,20 @@ async def scan(
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> list[ScanRow]:
     """The rows of every pair, sorted; `progress(done, total)` after each pair."""
-    bars: dict[str, pl.DataFrame] = {}
-    for symbol in symbols:
-        bars[symbol] = await load_symbol(store, symbol, kind, view.timeframe)
+    bars = {s: await load_symbol(store, s, kind, view.timeframe) for s in symbols}
+    return await asyncio.to_thread(rank_pairs, bars, symbols, view, kind, now_us, progress)
+
+
+def rank_pairs(
+    bars: Mapping[str, pl.DataFrame],
+    symbols: Sequence[str],
+    view: PairView,
+    kind: StreamKind,
+    now_us: int,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> list[ScanRow]:
+    """Every pair's row from each symbol's bars at `view.timeframe`, most cointegrated
+    first: CPU-bound, for a worker thread (`pairs-tui scan` and the watchlist)."""
     pairs = pairs_of(symbols)
     rows: dict[tuple[str, str], ScanRow] = {}
     for a, b in pairs:
@@ -97,34 +115,37 @@ async def scan(
             why = f"no {kind.value}s of {' or '.join(missing)} in the store"
             rows[a, b] = ScanRow(a, b, None, why)
     todo = [p for p in pairs if p not in rows]
-    summaries = await asyncio.to_thread(_summaries, todo, bars, view, now_us, progress)
-    rows |= {p: ScanRow(*p, summary) for p, summary in zip(todo, summaries, strict=True)}
+    rows |= {row.pair: row for row in _rows(todo, bars, view, now_us, progress)}
     return sorted((rows[p] for p in pairs), key=lambda r: r.rank)
 
 
-def _summaries(
+_BLOCK = 1024  # pairs joined and tested at once: bounds memory on a 19,900-pair scan
+
+
+def _rows(
     pairs: list[tuple[str, str]],
-    bars: dict[str, pl.DataFrame],
+    bars: Mapping[str, pl.DataFrame],
     view: PairView,
     now_us: int,
     progress: Callable[[int, int], None],
-) -> list[Summary]:
-    """Every pair's summary, its cointegration tests computed for all pairs at once
+) -> list[ScanRow]:
+    """Every pair analysed, its cointegration tests computed for a block of pairs at once
     (`batched`, equal to statsmodels) and handed to `analyze` as already known."""
-    views = [PairView(a, b, view.timeframe, view.window, view.lookback) for a, b in pairs]
-    closed = [
-        closed_bars(join_bars(bars[a], bars[b]), v, now_us)
-        for (a, b), v in zip(pairs, views, strict=True)
-    ]
-    tests = cointegration_many(
-        [np.log(c["close"].to_numpy()) for c in closed],
-        [np.log(c["close_b"].to_numpy()) for c in closed],
-    )
-    out = []
-    for done, ((a, b), v, c, t) in enumerate(zip(pairs, views, closed, tests, strict=True), 1):
-        snapshot, _ = analyze(v, bars[a], bars[b], now_us=now_us, cached=(tests_key(v, c), t))
-        out.append(snapshot.summary)
-        progress(done, len(pairs))
+    out: list[ScanRow] = []
+    for start in range(0, len(pairs), _BLOCK):
+        block = pairs[start : start + _BLOCK]
+        views = [PairView(a, b, view.timeframe, view.window, view.lookback) for a, b in block]
+        joined = [join_bars(bars[a], bars[b]) for a, b in block]
+        closed = [closed_bars(j, v, now_us) for j, v in zip(joined, views, strict=True)]
+        tests = cointegration_many(
+            [np.log(c["close"].to_numpy()) for c in closed],
+            [np.log(c["close_b"].to_numpy()) for c in closed],
+        )
+        for v, j, c, t in zip(views, joined, closed, tests, strict=True):
+            snapshot, _ = analyze(v, j, now_us=now_us, cached=(tests_key(v, c), t))
+            recent = tuple(float(z) for z in snapshot.series.zscore[-SPARK_BARS:])
+            out.append(ScanRow(v.symbol_a, v.symbol_b, snapshot.summary, recent_z=recent))
+            progress(len(out), len(pairs))
     return out
 
 

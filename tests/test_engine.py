@@ -7,7 +7,7 @@ import pytest
 from conftest import market
 from conftest import write_trades as write
 
-from pairs_tui.engine import PairEngine, PairView, ViewError, analyze
+from pairs_tui.engine import PairEngine, PairView, ViewError, analyze, join_bars
 from pairs_tui.export import load_pair
 from pairs_tui.model import StreamKind
 from pairs_tui.store import TickStore
@@ -36,7 +36,7 @@ async def test_refreshing_chunk_by_chunk_equals_one_shot(db_path):
         # the snapshot is one consistent moment: all of both symbols' trades before asof
         assert now - 3_000_000 < live.asof_us <= now
         bars_a, bars_b = await load_pair(store, view, StreamKind.TRADE, until_us=live.asof_us)
-    one_shot, _ = analyze(view, bars_a, bars_b, now_us=live.asof_us)
+    one_shot, _ = analyze(view, join_bars(bars_a, bars_b), now_us=live.asof_us)
     assert live.summary == one_shot.summary
     for field in ("ts_us", "close_a", "close_b", "spread", "zscore", "corr"):
         np.testing.assert_array_equal(getattr(live.series, field), getattr(one_shot.series, field))
@@ -95,7 +95,7 @@ async def test_a_refresh_reads_only_new_trades(db_path):
         await write(store, m.advance_to(30.0))
         engine = PairEngine(store, PairView(*SYMBOLS, timeframe="1s", window=5, lookback=20))
         await engine.refresh()
-        a, b = engine._sides
+        a, b = engine.sides
         before = a.trades + b.trades
         fresh = m.advance_to(30.5)
         await write(store, fresh)
@@ -121,13 +121,13 @@ async def test_switching_timeframe_reuses_bars_and_pair_switch_reloads(db_path):
         await write(store, m.advance_to(400.0))
         engine = PairEngine(store, PairView(*SYMBOLS, "1s", 10, 100))
         await engine.refresh()
-        sides = engine._sides
+        sides = engine.sides
         engine.set_view(PairView(*SYMBOLS, "1m", 3, 50))
         snap = await engine.refresh()
-        assert engine._sides is sides and snap.summary.n_bars in (7, 8)
+        assert engine.sides == sides and snap.summary.n_bars in (7, 8)
         engine.set_view(PairView("ETHUSDT", "BTCUSDT", "1m", 3, 50))
         snap = await engine.refresh()
-        assert engine._sides is not sides and snap.summary.symbol_a == "ETHUSDT"
+        assert engine.sides != sides and snap.summary.symbol_a == "ETHUSDT"
 
 
 @pytest.mark.parametrize(

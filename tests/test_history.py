@@ -66,7 +66,7 @@ async def settled_sides(session: Session, server: DemoServer):
     await wait_until(lambda: session.feed_stats().state is not FeedState.CONNECTED, 10)
     await asyncio.sleep(2.2)  # the engine's settling time
     snapshot = await session.refresh()
-    sides = session._engine._sides
+    sides = session._engine.sides
     assert sides is not None
     return snapshot, sides
 

@@ -13,7 +13,8 @@ import pytest
 from conftest import market, write_trades
 
 from pairs_tui.cli import main
-from pairs_tui.scan import COLUMNS, MAX_SYMBOLS
+from pairs_tui.model import MAX_SYMBOLS
+from pairs_tui.scan import COLUMNS
 from pairs_tui.store import TickStore
 
 pytestmark = pytest.mark.server
