@@ -350,8 +350,30 @@ alert_option = click.option(
 )
 
 
-def _rule_specs(config: Config, alerts: tuple[str, ...], view: PairView) -> tuple[RuleSpec, ...]:
-    """The config file's [[alerts]] (on their pair, or this one) and the --alert rules."""
+watchlist_option = click.option(
+    "--watchlist",
+    metavar="SYM,SYM,...",
+    help="Symbols whose every pair is ranked by cointegration (key w in the cockpit),"
+    " recorded with the pair; in place of [watchlist] symbols.",
+)
+
+
+def _watchlist(config: Config, flag: str | None) -> tuple[str, ...]:
+    raw = config.watchlist.symbols if flag is None else [s for s in flag.split(",") if s]
+    try:
+        return symbol_list(list(raw), "watchlist")
+    except SymbolError as exc:
+        raise UsageProblem(f"bad --watchlist: {exc}" if flag is not None else str(exc)) from None
+
+
+def _rule_specs(
+    config: Config,
+    alerts: tuple[str, ...],
+    view: PairView,
+    on: tuple[str, str] | None = None,
+) -> tuple[RuleSpec, ...]:
+    """The config file's [[alerts]] (on their pair, or this one) and the --alert rules
+    (on `on`, by default the pair in view)."""
     from pairs_tui.alerts import RuleError, RuleSpec, parse_rule
 
     specs = [
@@ -360,7 +382,7 @@ def _rule_specs(config: Config, alerts: tuple[str, ...], view: PairView) -> tupl
     ]
     for text in alerts:
         try:
-            specs.append(RuleSpec(parse_rule(text), view.symbols, view.timeframe))
+            specs.append(RuleSpec(parse_rule(text), on or view.symbols, view.timeframe))
         except RuleError as exc:
             raise UsageProblem(f"bad --alert {text!r}: {exc}") from None
     return tuple(specs)
@@ -375,6 +397,7 @@ def _session_plan(
     seed: int | None,
     no_feed: bool,
     rules: tuple[RuleSpec, ...],
+    watchlist: tuple[str, ...],
     keep_rules: bool = True,
 ) -> SessionPlan:
     """What the cockpit and `watch` run: the same session, from the same settings."""
@@ -394,6 +417,7 @@ def _session_plan(
         keep_rules=keep_rules,
         retention_s=None if no_feed else config.store.retention_s,
         rest_url=None if no_feed else config.rest_url,
+        watchlist=watchlist,
     )
 
 
@@ -412,6 +436,7 @@ def with_view_options(fn):
 @refresh_option("redraws")
 @click.option("--lean", is_flag=True, default=None, help="Monochrome charts for slow links.")
 @alert_option
+@watchlist_option
 @db_option
 @ws_url_option
 @rest_options
@@ -427,6 +452,7 @@ def cockpit(
     refresh_every: float | None,
     lean: bool | None,
     alerts: tuple[str, ...],
+    watchlist: str | None,
     db: Path | None,
     ws_url: str | None,
     rest_url: str | None,
@@ -460,6 +486,7 @@ def cockpit(
         seed=seed,
         no_feed=no_feed,
         rules=_rule_specs(config, alerts, view),
+        watchlist=_watchlist(config, watchlist),
     )
     export_dir = _expand(Path(config.export.dir)) if config.export.dir else None
     app = ui.make_app(
@@ -583,9 +610,9 @@ def export(
 
 
 @cli.command()
-@click.argument("symbol_a")
-@click.argument("symbol_b")
+@click.argument("symbols", nargs=-1)
 @alert_option
+@watchlist_option
 @with_view_options
 @demo_option("Run on")
 @seed_option
@@ -597,9 +624,9 @@ def export(
 @rest_options
 @config_option
 def watch(
-    symbol_a: str,
-    symbol_b: str,
+    symbols: tuple[str, ...],
     alerts: tuple[str, ...],
+    watchlist: str | None,
     timeframe: str | None,
     window: int | None,
     lookback: int | None,
@@ -615,7 +642,9 @@ def watch(
     config_file: Path | None,
 ) -> None:
     """Alerts without a screen: each firing of a --alert rule is one JSON line on stdout
-    (time, pair, timeframe, rule, value, bar, asof), until Ctrl-C or --duration."""
+    (time, pair, timeframe, rule, value, bar, asof), until Ctrl-C or --duration. The
+    rules watch SYMBOL_A SYMBOL_B, or with --watchlist every pair of those symbols."""
+    from pairs_tui.alerts import WATCHLIST
     from pairs_tui.watch import run_watch
 
     config = _config(
@@ -624,8 +653,19 @@ def watch(
         feed=_feed_settings(ws_url, rest_url, no_backfill),
         ui={"refresh": refresh_every},
     )
-    view = _view(config, symbol_a, symbol_b)
-    rules = tuple(r for r in _rule_specs(config, alerts, view) if r.pair == view.symbols)
+    names: tuple[str, ...] = ()
+    if watchlist is not None:
+        if symbols:
+            raise UsageProblem("give a pair or --watchlist, not both")
+        names = _watchlist(config, watchlist)
+        if len(names) < 2:
+            raise UsageProblem(f"a watchlist needs at least two symbols, not {len(names)}")
+        symbols = names[:2]  # the session's pair: rules given here watch every pair
+    elif len(symbols) != 2:
+        raise UsageProblem(f"give two symbols (or --watchlist), not {len(symbols)}")
+    view = _view(config, *symbols)
+    target = WATCHLIST if names else view.symbols
+    rules = tuple(r for r in _rule_specs(config, alerts, view, target) if r.pair == target)
     if not rules:
         raise UsageProblem("nothing to watch: give a rule with --alert 'abs(z) > 2'")
     plan = _session_plan(
@@ -636,6 +676,7 @@ def watch(
         seed=seed,
         no_feed=no_feed,
         rules=rules,
+        watchlist=names,
         keep_rules=False,
     )
     try:

@@ -83,8 +83,14 @@ class UiConfig:
 
 
 @dataclass(frozen=True)
+class WatchlistConfig:
+    symbols: tuple[str, ...] = ()  # every pair of these is ranked (key w), and recorded
+
+
+@dataclass(frozen=True)
 class AlertConfig:
-    """One `[[alerts]]` entry: a rule, on a pair and timeframe (default: the view's)."""
+    """One `[[alerts]]` entry: a rule, on a pair (or `pair = "watchlist"`: every pair of
+    the watchlist) and timeframe (default: the view's)."""
 
     rule: str
     pair: tuple[str, str] | None = None
@@ -105,6 +111,7 @@ class Config:
     demo: DemoConfig = field(default_factory=DemoConfig)
     ui: UiConfig = field(default_factory=UiConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    watchlist: WatchlistConfig = field(default_factory=WatchlistConfig)
     alerts: tuple[AlertConfig, ...] = ()
 
     @property
@@ -175,7 +182,7 @@ def apply(config: Config, data: dict[str, Any], source: str) -> Config:
 
 def _alerts(entries: Any, source: str) -> tuple[AlertConfig, ...]:
     """`[[alerts]]` tables: each rule parsed now, so a typo is caught before running."""
-    from pairs_tui.alerts import RuleError, parse_rule
+    from pairs_tui.alerts import WATCHLIST, RuleError, parse_rule
     from pairs_tui.model import SymbolError, normalise_symbols
 
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -194,12 +201,15 @@ def _alerts(entries: Any, source: str) -> tuple[AlertConfig, ...]:
         except RuleError as exc:
             raise ConfigError(f"{source}: {name}: bad rule {rule!r}: {exc}") from None
         pair = entry.get("pair")
-        if pair is not None:
+        if pair == "watchlist":
+            pair = WATCHLIST
+        elif pair is not None:
             if not (
                 isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
             ):
                 raise ConfigError(
-                    f'{source}: {name}: pair must be two symbols, like ["btcusdt", "ethusdt"]'
+                    f"{source}: {name}: pair must be two symbols, like"
+                    f' ["btcusdt", "ethusdt"], or "watchlist"'
                 )
             try:
                 pair = normalise_symbols(pair)
@@ -220,6 +230,7 @@ def _coerce(value: Any, kind: type, name: str, source: str) -> Any:
         or (kind is int and isinstance(value, int) and not isinstance(value, bool))
         or (kind is str and isinstance(value, str))
         or (kind is bool and isinstance(value, bool))
+        or (kind == tuple[str, ...] and isinstance(value, list))
     )
     if not ok:
         raise ConfigError(
@@ -227,10 +238,20 @@ def _coerce(value: Any, kind: type, name: str, source: str) -> Any:
         )
     if kind is float and not math.isfinite(value):
         raise ConfigError(f"{source}: '{name}' must be a finite number, not {value!r}")
+    if kind == tuple[str, ...]:
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: '{name}' must be {_TYPE_WORDS[kind]}, not {value!r}")
+        return tuple(value)
     return float(value) if kind is float else value
 
 
-_TYPE_WORDS = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+_TYPE_WORDS: dict[object, str] = {
+    float: "a number",
+    int: "an integer",
+    str: "a string",
+    bool: "true or false",
+    tuple[str, ...]: 'a list of strings, like ["btcusdt", "ethusdt"]',
+}
 
 
 def _validate(config: Config, source: str) -> None:
@@ -274,6 +295,12 @@ def _validate(config: Config, source: str) -> None:
         fail("ui.refresh", f"must be between {low:g} and {high:g} seconds")
     if not 0 < config.demo.rate <= 100_000:
         fail("demo.rate", "must be greater than 0 and at most 100000")
+    from pairs_tui.model import SymbolError, symbol_list
+
+    try:
+        symbol_list(config.watchlist.symbols, "watchlist")
+    except SymbolError as exc:
+        fail("watchlist.symbols", f"is not a watchlist: {exc}")
 
 
 def _hint(word: str, choices: Any, section: str | None = None) -> str:

@@ -13,17 +13,26 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pairs_tui.alerts import AlertBook, AlertRule, RuleSpec, load_rules, parse_rule
+from pairs_tui.alerts import WATCHLIST, AlertBook, AlertRule, RuleSpec, load_rules, parse_rule
+from pairs_tui.analytics import Summary
 from pairs_tui.engine import PairEngine, PairSnapshot, PairView
 from pairs_tui.export import export_target, pair_export, write_export
 from pairs_tui.feed.binance import FeedOptions
 from pairs_tui.feed.rest import UnknownSymbol
 from pairs_tui.ingest import RecordingStopped
-from pairs_tui.model import AlertEvent, FeedStats, StreamKind, printable
+from pairs_tui.model import AlertEvent, FeedStats, StreamKind, printable, symbol_list
 from pairs_tui.recording import Recording, RecordingPlan
 from pairs_tui.store import STORE_ERRORS, TickStore
+from pairs_tui.watchlist import Ranking, WatchlistEngine
 
-__all__ = ["STORE_ERRORS", "RecordingStopped", "Session", "SessionPlan", "UnknownSymbol"]
+__all__ = [
+    "STORE_ERRORS",
+    "Ranking",
+    "RecordingStopped",
+    "Session",
+    "SessionPlan",
+    "UnknownSymbol",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class SessionPlan:
     keep_rules: bool = True  # store them (the cockpit) or only use them (watch)
     retention_s: float | None = None  # prune trades older than this while recording
     rest_url: str | None = None  # Binance REST for history; None: live only
+    watchlist: tuple[str, ...] = ()  # symbols whose every pair is ranked (the scanner)
 
     @property
     def recording_plan(self) -> RecordingPlan | None:
@@ -57,6 +67,11 @@ class SessionPlan:
             rest_url=self.rest_url,
             history=self.view.history_wanted(),
         )
+
+
+def feed_symbols(view: PairView, watchlist: tuple[str, ...]) -> tuple[str, ...]:
+    """What the feed subscribes to, on one stream: the pair in view, then the watchlist."""
+    return tuple(dict.fromkeys((*view.symbols, *watchlist)))
 
 
 _NEEDS_TESTS = {"adf_p", "half_life"}
@@ -77,6 +92,10 @@ class Session:
         self.store: TickStore | None = None
         self.recording: Recording | None = None
         self._engine: PairEngine | None = None
+        self.watchlist = plan.watchlist
+        self.scanning = False  # the scanner is on screen: rank even without a rule to feed
+        self._ranker: WatchlistEngine | None = None
+        self._ranking: Ranking | None = None  # the last one alerts were evaluated on
         self._stopped = False
         self.on_failure: Callable[[RecordingStopped], object] = lambda failure: None
         self.alerts = AlertBook()
@@ -90,6 +109,7 @@ class Session:
         plan = self.plan
         self.store = await TickStore.open(plan.db_path)
         self._engine = PairEngine(self.store, self.view, plan.kind)
+        self._ranker = WatchlistEngine(self.store, plan.kind)
         await self._load_rules()
         recording_plan = plan.recording_plan
         if recording_plan is None:
@@ -98,7 +118,7 @@ class Session:
             recording_plan, self.store, on_event=self.on_event, on_notice=self.on_notice
         )
         self.recording.on_failure = lambda failure: self.on_failure(failure)
-        await self.recording.start(self.view.symbols)
+        await self.recording.start(feed_symbols(self.view, self.watchlist))
 
     async def stop(self) -> None:
         """Stop the feed, commit everything pending, close the store. Idempotent."""
@@ -120,9 +140,9 @@ class Session:
     async def set_view(self, view: PairView) -> None:
         """A new pair subscribes the feed to its symbols (the store keeps the old ones);
         UnknownSymbol, and nothing changes, when Binance does not list one."""
-        switched = view.symbols != self.view.symbols
-        if switched and self.recording is not None:
-            await self.recording.switch(view.symbols)
+        symbols = feed_symbols(view, self.watchlist)
+        if self.recording is not None and symbols != feed_symbols(self.view, self.watchlist):
+            await self.recording.switch(symbols)
         if replace(view, timeframe=self.view.timeframe) != self.view:
             self.alerts.forget_history()  # W, L or the pair: values jump, nothing crosses
         self.view = view
@@ -143,11 +163,56 @@ class Session:
         )
         if not fired:
             return snapshot
+        await self._store_events(fired)
+        return replace(snapshot, fired=tuple(fired))
+
+    async def _store_events(self, fired: list[AlertEvent]) -> None:
+        assert self.store is not None
+        if not fired:
+            return
         try:
             await self.store.add_events(fired)
         except STORE_ERRORS as exc:  # shown and printed all the same
             self.on_notice(f"could not store {len(fired)} alert firing(s): {exc}")
-        return replace(snapshot, fired=tuple(fired))
+
+    # -- the watchlist ------------------------------------------------------------------
+    async def set_watchlist(self, symbols: tuple[str, ...]) -> None:
+        """Rank every pair of these symbols and record them: SymbolError for a bad list,
+        UnknownSymbol (and nothing changes) for a symbol Binance does not list."""
+        symbols = symbol_list(symbols, "watchlist")
+        feeds = feed_symbols(self.view, symbols)
+        if self.recording is not None and feeds != feed_symbols(self.view, self.watchlist):
+            await self.recording.switch(feeds)
+        self.watchlist = symbols
+
+    def ranking_wanted(self) -> bool:
+        """Is there a reason to rank: the scanner on screen, or a rule on the watchlist."""
+        return len(self.watchlist) >= 2 and (
+            self.scanning or any(r.on_watchlist for r in self.alerts.rules.values())
+        )
+
+    async def rank(self) -> Ranking | None:
+        """Every pair of the watchlist ranked at the view's timeframe, W and L (a new
+        ranking once a bar has closed), with what the watchlist's rules fired on it;
+        None when nothing asks for one (see `ranking_wanted`)."""
+        assert self._ranker is not None and self.store is not None, "start() first"
+        if not self.ranking_wanted():
+            return None
+        timeframes = {r.timeframe for r in self.alerts.rules.values() if r.on_watchlist}
+        ranking = await self._ranker.refresh(self.watchlist, self.view, timeframes)
+        if ranking is None or ranking is self._ranking:
+            return ranking
+        self._ranking = ranking
+        pairs: dict[tuple[str, str], dict[str, Summary]] = {}
+        for tf, rows in ranking.by_timeframe.items():
+            for row in rows:
+                if row.summary is not None:
+                    pairs.setdefault(row.pair, {})[tf] = row.summary
+        fired = self.alerts.check_watchlist(
+            pairs, now_us=time.time_ns() // 1000, asof_us=ranking.asof_us
+        )
+        await self._store_events(fired)
+        return replace(ranking, fired=tuple(fired))
 
     # -- alert rules --------------------------------------------------------------------
     async def _load_rules(self) -> None:
@@ -178,16 +243,16 @@ class Session:
     def rules(self) -> tuple[AlertRule, ...]:
         return tuple(sorted(self.alerts.rules.values(), key=lambda r: r.id))
 
-    async def add_rule(self, text: str) -> AlertRule:
-        """A rule on the pair and timeframe in view, stored; raises RuleError."""
+    async def add_rule(self, text: str, *, on_watchlist: bool = False) -> AlertRule:
+        """A rule on the pair (or every pair of the watchlist) at the timeframe in view,
+        stored; raises RuleError."""
         assert self.store is not None, "start() first"
         rule = parse_rule(text)
         view = self.view
-        rule_id = await self.store.add_rule(
-            view.symbols, view.timeframe, rule.text, time.time_ns() // 1000
-        )
+        pair = WATCHLIST if on_watchlist else view.symbols
+        rule_id = await self.store.add_rule(pair, view.timeframe, rule.text, time.time_ns() // 1000)
         if rule_id not in self.alerts.rules:  # the same rule again keeps its state
-            self.alerts.put(AlertRule(rule_id, rule, *view.symbols, view.timeframe))
+            self.alerts.put(AlertRule(rule_id, rule, *pair, view.timeframe))
         self._want_tests()
         return self.alerts.rules[rule_id]
 

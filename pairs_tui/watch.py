@@ -53,19 +53,22 @@ async def run_watch(
     fired = 0
     try:
         await session.start()
-        view = session.view
+        view, n = session.view, len(session.watchlist)
         rules = "; ".join(f"{r.rule} ({r.timeframe})" for r in session.rules())
-        _log(err, f"watching {view.symbol_a}/{view.symbol_b}: {rules}")
+        what = f"the watchlist ({n} symbols, {n * (n - 1) // 2} pairs)" if n else None
+        _log(err, f"watching {what or f'{view.symbol_a}/{view.symbol_b}'}: {rules}")
         while not stop.is_set():
             try:
                 snapshot = await session.refresh()
+                ranking = await session.rank()
             except Exception as exc:  # a busy store: say so and try again next time
                 _log(err, f"refresh failed: {exc}")
             else:
-                for event in snapshot.fired:
+                events = snapshot.fired + (ranking.fired if ranking is not None else ())
+                for event in events:
                     out.write(json.dumps(event_record(event)) + "\n")
                     fired += 1
-                if snapshot.fired:
+                if events:
                     try:
                         out.flush()
                     except BrokenPipeError:  # the reader went away (`| head -1`): done
