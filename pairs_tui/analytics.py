@@ -40,6 +40,10 @@ class Fit:
     r2: float
 
 
+SIGNIFICANCE = 0.05  # an Engle-Granger p-value below this: cointegrated
+Z_ENTRY = 2.0  # |z| this far out on a cointegrated pair: the spread is worth a look
+
+
 @dataclass(frozen=True, slots=True)
 class Cointegration:
     adf_stat: float
@@ -52,7 +56,9 @@ class Cointegration:
 
     @property
     def verdict(self) -> str:
-        return "cointegrated at 5 %" if self.eg_pvalue < 0.05 else "not cointegrated"
+        if self.eg_pvalue < SIGNIFICANCE:
+            return f"cointegrated at {SIGNIFICANCE * 100:g} %"
+        return "not cointegrated"
 
 
 def ols_fit(y: np.ndarray, x: np.ndarray) -> Fit | None:
@@ -223,6 +229,16 @@ class Summary:
     tests_start_us: int | None = None  # the closed bars the cointegration tests ran on
     tests_end_us: int | None = None
     tests_n: int = 0
+
+    @property
+    def signal(self) -> bool:
+        """|z| at least Z_ENTRY on a cointegrated pair: what the scanner highlights."""
+        return (
+            self.zscore is not None
+            and abs(self.zscore) >= Z_ENTRY
+            and self.eg_pvalue is not None
+            and self.eg_pvalue < SIGNIFICANCE
+        )
 
 
 def _num(x: float) -> float | None:

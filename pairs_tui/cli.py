@@ -475,6 +475,7 @@ def cockpit(
         )
     symbol_a, symbol_b = symbols or (config.pair.a, config.pair.b)
     view = _view(config, symbol_a, symbol_b)
+    names = _watchlist(config, watchlist)
     db_path = (_existing_db if no_feed else _db_path)(config, db, demo=demo)
     source = None if no_feed else "demo" if demo else "live"
     asyncio.run(_check_store(db_path, source))  # a bad --db is one line, before the screen
@@ -486,7 +487,7 @@ def cockpit(
         seed=seed,
         no_feed=no_feed,
         rules=_rule_specs(config, alerts, view),
-        watchlist=_watchlist(config, watchlist),
+        watchlist=names,
     )
     export_dir = _expand(Path(config.export.dir)) if config.export.dir else None
     app = ui.make_app(

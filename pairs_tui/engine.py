@@ -193,11 +193,14 @@ class SymbolBars:
         self.watermark = rows[-1][1]
         self.trades += len(rows)
 
-    def drop_before(self, since_us: Mapping[str, int]) -> None:
-        """Forget the bars (and history) opening before `since_us[tf]`."""
-        for tf, since in since_us.items():
-            self.bars[tf] = self.bars[tf].filter(pl.col("ts_us") >= since)
-            self.history[tf] = self.history[tf].filter(pl.col("ts_us") >= since)
+    def keep_last(self, span_us: int) -> None:
+        """Forget bars (and history) opening more than `span_us` before the newest."""
+        for tf in self.bars:
+            ends = [int(f["ts_us"][-1]) for f in (self.bars[tf], self.history[tf]) if f.height]
+            if ends:  # each frame is in time order
+                since = pl.col("ts_us") >= max(ends) - span_us
+                self.bars[tf] = self.bars[tf].filter(since)
+                self.history[tf] = self.history[tf].filter(since)
 
     def trim(self, other: SymbolBars, keep: int) -> None:
         """Drop bars older than the `keep`-th newest bar both symbols have, on both sides:

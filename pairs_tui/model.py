@@ -220,6 +220,10 @@ class AlertEvent:
     def pair(self) -> str:
         return f"{self.symbol_a}/{self.symbol_b}"
 
+    @property
+    def symbols(self) -> tuple[str, str]:
+        return self.symbol_a, self.symbol_b
+
 
 # -- text from outside, echoed in messages ------------------------------------------------
 ECHO_CHARS = 200  # outside text quoted in a message (a symbol, a row, a reason), at most

@@ -82,7 +82,7 @@ class WatchlistEngine:
         if last is not None and self._key[0] == shape and clock - self._ranked_at < RANK_EVERY_S:
             return last
         for side in bars.sides.values():  # what a ranking reads: L + W + 2 bars of time
-            side.drop_before({tf: cut - bars.span_us for tf in wanted})
+            side.keep_last(bars.span_us)
         frames = {s: side.merged_all() for s, side in bars.sides.items()}
         ranked = await asyncio.to_thread(
             lambda: {

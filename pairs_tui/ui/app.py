@@ -31,7 +31,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static
 
 from pairs_tui.alerts import RuleError, value_text
-from pairs_tui.analytics import MIN_OLS_BARS
+from pairs_tui.analytics import MIN_OLS_BARS, Z_ENTRY
 from pairs_tui.engine import PairSnapshot, PairView, ViewError
 from pairs_tui.model import (
     REFRESH_RANGE,
@@ -46,6 +46,7 @@ from pairs_tui.model import (
 )
 from pairs_tui.session import (
     STORE_ERRORS,
+    Ranking,
     RecordingStopped,
     Session,
     SessionPlan,
@@ -54,6 +55,7 @@ from pairs_tui.session import (
 from pairs_tui.ui.charts import ChartSpec, Line, fingerprint, render, waiting_for
 from pairs_tui.ui.commands import PairCommands
 from pairs_tui.ui.help import HelpScreen
+from pairs_tui.ui.scanner import ScannerScreen
 from pairs_tui.ui.widgets import (
     AlertPanel,
     ChartView,
@@ -65,7 +67,7 @@ from pairs_tui.ui.widgets import (
 
 WINDOW_STEP = 5
 LOOKBACK_STEP = 100
-Z_THRESHOLDS = (2.0, -2.0)
+Z_THRESHOLDS = (Z_ENTRY, -Z_ENTRY)
 Z_TICK_STEPS = (0.5, 1.0, 2.0)  # whole or half units, each dividing 2: the lines sit on ticks
 CHARTS = ("prices", "spread", "zscore", "corr")
 NARROW = (100, 30)  # below either: stacked charts, short stats
@@ -200,6 +202,7 @@ class PairsApp(App[int]):
         Binding("question_mark", "help", "Help", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
         Binding("e", "export", "Export", id="export"),
+        Binding("w", "scanner", "Scanner", id="scanner"),
         *(
             Binding(str(key), f"timeframe({tf!r})", tf, id=f"timeframe-{tf}")
             for key, tf in enumerate(TIMEFRAMES, 1)
@@ -224,6 +227,7 @@ class PairsApp(App[int]):
         ("← →", "inspection cursor along the charts (pauses)"),
         ("esc", "back to live"),
         ("e", "export bars and analytics CSV of this view"),
+        ("w", "scanner: every pair of the watchlist ranked by cointegration"),
         ("?", "this help"),
         ("q", "quit (the store is flushed)"),
     ]
@@ -267,6 +271,8 @@ class PairsApp(App[int]):
         self._rate = 0.0
         self._quitting = False
         self._refreshing = self._again = False
+        self._ranking = False  # a ranking of the watchlist is being computed
+        self.ranking: Ranking | None = None  # the last one
         self._timer: Timer | None = None
         self._events: deque[AlertEvent] = deque(maxlen=ALERT_LOG)  # the log panel's rows
         self.usage_error: str | None = None  # why it never started (said by the CLI)
@@ -300,8 +306,12 @@ class PairsApp(App[int]):
             return
         self._events.extend(await self.session.events(ALERT_LOG))
         self._show_alerts()
-        self._timer = self.set_interval(self.refresh_every, self.refresh_data)
+        self._timer = self.set_interval(self.refresh_every, self._tick)
+        self._tick()
+
+    def _tick(self) -> None:
         self.refresh_data()
+        self.rank_watchlist()
 
     async def on_unmount(self) -> None:
         """However the app ends, the store is committed and closed."""
@@ -309,6 +319,7 @@ class PairsApp(App[int]):
         for sig in (signal.SIGHUP, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         self.workers.cancel_group(self, "refresh")
+        self.workers.cancel_group(self, "rank")
         await self.session.stop()
 
     def _handle_exception(self, error: Exception) -> None:
@@ -380,6 +391,45 @@ class PairsApp(App[int]):
             self._paused_at = self.session.trades_seen()
         await self._draw(snapshot)
 
+    def rank_watchlist(self) -> None:
+        """Ask for the watchlist's ranking (a new one only once a bar has closed); one
+        runs at a time, beside the pair's refresh, never holding it up."""
+        if not self._ranking and not self._quitting and self.session.ranking_wanted():
+            self._ranking = True
+            self._rank()
+
+    @work(group="rank", exit_on_error=False)
+    async def _rank(self) -> None:
+        try:
+            ranking = await self.session.rank()
+        except Exception as exc:  # a store problem must show, not kill the screen
+            self.say(f"ranking the watchlist failed: {describe(exc)}", severity="error")
+            return
+        finally:
+            self._ranking = False
+        if ranking is None or ranking is self.ranking:
+            return
+        self.ranking = ranking
+        if ranking.fired:
+            self._fired(ranking.fired)
+        if isinstance(self.screen, ScannerScreen):
+            self.screen.ranking = ranking
+
+    def action_scanner(self) -> None:
+        self.session.scanning = True
+        self.push_screen(
+            ScannerScreen(self.session.watchlist, self.ranking), callback=self._scanner_closed
+        )
+        self.rank_watchlist()
+
+    def _scanner_closed(self, _: None) -> None:
+        self.session.scanning = False
+
+    async def on_scanner_screen_pair_chosen(self, message: ScannerScreen.PairChosen) -> None:
+        """A row of the scanner opened: that pair, with the same timeframe, W and L."""
+        self.screen.dismiss()
+        await self._change_view(symbol_a=message.symbol_a, symbol_b=message.symbol_b)
+
     async def _draw(self, snapshot: PairSnapshot) -> None:
         sizes = {name: self.query_one(f"#{name}", ChartView).size for name in CHARTS}
         prints = {} if self.redraw_always else self._prints
@@ -436,8 +486,9 @@ class PairsApp(App[int]):
 
     def _show_alerts(self) -> None:
         pair = self.session.view.symbols
-        rules = [r for r in self.session.rules() if r.pair == pair]
-        events = [e for e in self._events if (e.symbol_a, e.symbol_b) == pair]
+        rules = [r for r in self.session.rules() if r.pair == pair or r.on_watchlist]
+        watching = {r.id for r in rules if r.on_watchlist}
+        events = [e for e in self._events if e.symbols == pair or e.rule_id in watching]
         short = self.screen.has_class("narrow")
         self.query_one(AlertPanel).show(rules, events, short=short)
 
@@ -565,7 +616,7 @@ class PairsApp(App[int]):
         self.refresh_every = min(high, max(low, seconds))
         if self._timer is not None:
             self._timer.stop()
-        self._timer = self.set_interval(self.refresh_every, self.refresh_data)
+        self._timer = self.set_interval(self.refresh_every, self._tick)
         self.say(f"redrawing every {self.refresh_every:g} s")
 
     def action_theme(self, name: str) -> None:
@@ -579,18 +630,32 @@ class PairsApp(App[int]):
         self.push_screen(HelpScreen(self.KEYS_HELP, store))
 
     # -- alerts (from the palette) ----------------------------------------------------
-    async def action_add_alert(self, text: str) -> None:
+    async def action_add_alert(self, text: str, on_watchlist: bool = False) -> None:
         try:
-            alert = await self.session.add_rule(text)
+            alert = await self.session.add_rule(text, on_watchlist=on_watchlist)
         except (RuleError, *STORE_ERRORS) as exc:
             self.say(str(exc), title="alert not set", severity="error")
             return
-        view = self.session.view
-        self.say(
-            f"#{alert.id} {alert.rule} on {view.symbol_a}/{view.symbol_b} {alert.timeframe}",
-            title="alert set",
-        )
+        self.say(f"#{alert.id} {alert.rule} on {alert.target} {alert.timeframe}", title="alert set")
+        if on_watchlist and len(self.session.watchlist) < 2:
+            self.say("the watchlist needs two symbols or more: watchlist add SOLUSDT")
         self._show_alerts()
+        self.rank_watchlist()
+
+    # -- the watchlist (from the palette) ---------------------------------------------
+    async def action_set_watchlist(self, symbols: tuple[str, ...]) -> None:
+        try:
+            await self.session.set_watchlist(symbols)
+        except (SymbolError, UnknownSymbol) as exc:
+            self.say(str(exc), title="watchlist unchanged", severity="warning")
+            return
+        n = len(symbols)
+        self.say(f"{', '.join(symbols) or 'empty'}: {n * (n - 1) // 2:,} pairs", title="watchlist")
+        if isinstance(self.screen, ScannerScreen):
+            self.screen.watchlist = self.session.watchlist
+            self.screen.ranking = None  # ranking the new list...
+        self.ranking = None
+        self.rank_watchlist()
 
     async def action_remove_alert(self, rule_id: int) -> None:
         try:

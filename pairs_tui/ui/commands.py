@@ -8,6 +8,7 @@ can show why instead of doing nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -16,7 +17,14 @@ from typing import TYPE_CHECKING, cast
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from pairs_tui.alerts import AlertRule, RuleError, parse_rule
-from pairs_tui.model import REFRESH_RANGE, TIMEFRAMES, SymbolError, normalise_symbols, one_of
+from pairs_tui.model import (
+    REFRESH_RANGE,
+    TIMEFRAMES,
+    SymbolError,
+    normalise_symbols,
+    one_of,
+    symbol_list,
+)
 from pairs_tui.session import export_target
 
 if TYPE_CHECKING:
@@ -48,6 +56,7 @@ FIXED = (
     Suggestion("display: lean mode on / off", "monochrome charts for slow links", "lean"),
     Suggestion("display: refresh now", "redraw from the store at once", "redraw"),
     Suggestion("export: bars and analytics CSV", "into the export directory (key e)", "export"),
+    Suggestion("watchlist: scanner", "every pair of the watchlist ranked (key w)", "scanner"),
     Suggestion("app: help", "every key and command (key ?)", "help"),
 )
 
@@ -60,21 +69,32 @@ TYPED = (
     ("theme", "display: theme NAME", "type `theme nord`"),
     ("export", "export: bars / analytics CSV to PATH", "type `export analytics ~/z.csv`"),
     ("alert", "alerts: add a rule", "type `alert abs(z) > 2` (on this pair and timeframe)"),
+    (
+        "alert",
+        "alerts: add a rule on every watchlist pair",
+        "type `alert abs(z) > 2 on watchlist` (at this timeframe)",
+    ),
+    ("watchlist", "watchlist: add / remove", "type `watchlist add solusdt` (or remove)"),
     ("alerts", "alerts: list, remove, mute", "type `alerts` to list the rules with actions"),
 )
 
 
 def interpret(
-    query: str, themes: Collection[str], rules: Sequence[AlertRule] = ()
+    query: str,
+    themes: Collection[str],
+    rules: Sequence[AlertRule] = (),
+    watchlist: Sequence[str] = (),
 ) -> Iterator[Suggestion]:
     """Suggestions for a typed command with arguments; nothing when the first word is
     not one of ours (the fuzzy search over the fixed commands covers that). `rules` are
-    the alert rules `alerts` lists."""
+    the alert rules `alerts` lists, `watchlist` the symbols `watchlist` changes."""
     words = query.split()
     if not words:
         return
     verb, args = words[0].lower(), words[1:]
-    if verb == "alert":
+    if verb == "watchlist":
+        yield _watchlist(args, watchlist)
+    elif verb == "alert":
         yield _alert(query.strip()[len(words[0]) :].strip(), rules)
     elif verb == "alerts":
         yield from _alerts(args, rules)
@@ -114,20 +134,66 @@ def _alert(text: str, rules: Sequence[AlertRule]) -> Suggestion:
             known = ", ".join(f"#{i}" for i in by_id) or "none yet"
             return _wrong(f"alerts: {verb} {' '.join(words[1:])}", f"no such rule (rules: {known})")
         return _rule_action(verb, by_id[int(number)])
+    on_watchlist = bool(_ON_WATCHLIST.search(text))
+    text = _ON_WATCHLIST.sub("", text)
     try:
         rule = parse_rule(text)
     except RuleError as exc:
         return _wrong(f"alerts: add {text}", f"cannot add: {exc}")
     cooldown = f", then quiet for {rule.cooldown_s:g} s" if rule.cooldown_s else ""
+    where = " on watchlist" if on_watchlist else ""
+    each = "on each watchlist pair " if on_watchlist else ""
     return Suggestion(
-        f"alerts: add {rule.text}",
-        f"fires when it becomes true, re-arms once false{cooldown}",
-        f"add_alert({rule.text!r})",
+        f"alerts: add {rule.text}{where}",
+        f"fires {each}when it becomes true, re-arms once false{cooldown}",
+        f"add_alert({rule.text!r}{', True' if on_watchlist else ''})",
+    )
+
+
+_ON_WATCHLIST = re.compile(r"\s+on\s+watchlist\s*$", re.IGNORECASE)
+
+
+def _watchlist(args: list[str], watchlist: Sequence[str]) -> Suggestion:
+    """`watchlist add SYM...` / `watchlist remove SYM...`; bare, what is on it."""
+    verb = args[0].lower() if args else ""
+    listed = ", ".join(watchlist) or "empty"
+    if verb not in ("add", "remove"):
+        return Suggestion(
+            f"watchlist: scanner ({len(watchlist)} symbols: {listed})",
+            "type `watchlist add solusdt` or `watchlist remove solusdt`",
+            "scanner",
+        )
+    title = f"watchlist: {verb} {' '.join(args[1:])}".rstrip()
+    if len(args) < 2:
+        return _wrong(title, f"type the symbols: watchlist {verb} solusdt")
+    try:
+        names = normalise_symbols(args[1:])
+    except SymbolError as exc:
+        return _wrong(title, str(exc))
+    if verb == "add":
+        there = [n for n in names if n in watchlist]
+        if there:
+            return _wrong(title, f"{', '.join(there)} already on the watchlist ({listed})")
+        changed = (*watchlist, *names)
+    else:
+        absent = [n for n in names if n not in watchlist]
+        if absent:
+            return _wrong(title, f"{', '.join(absent)} not on the watchlist ({listed})")
+        changed = tuple(s for s in watchlist if s not in names)
+    try:
+        symbol_list(changed, "watchlist")
+    except SymbolError as exc:
+        return _wrong(title, str(exc))
+    n = len(changed)
+    return Suggestion(
+        f"watchlist: {verb} {' '.join(names)}",
+        f"then {n} symbols, {n * (n - 1) // 2:,} pairs (recorded, ranked by key w)",
+        f"set_watchlist({changed!r})",
     )
 
 
 def _rule_action(verb: str, rule: AlertRule) -> Suggestion:
-    where = f"{rule.symbol_a}/{rule.symbol_b} {rule.timeframe}"
+    where = f"{rule.target} {rule.timeframe}"
     title = f"alerts: {verb} #{rule.id} {rule.rule.text} ({where})"
     if verb == "remove":
         return Suggestion(
@@ -247,7 +313,8 @@ class PairCommands(Provider):
 
     async def search(self, query: str) -> Hits:
         app = self.cockpit
-        typed = list(interpret(query, app.available_themes, app.session.rules()))
+        session = app.session
+        typed = list(interpret(query, app.available_themes, session.rules(), session.watchlist))
         for s in typed:  # what was typed is text, never markup (`alert [/]` must not crash)
             yield Hit(1.0, literal(s.title), partial(self._run, s), s.title, literal(s.help))
         if typed:

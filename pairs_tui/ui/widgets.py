@@ -56,12 +56,13 @@ def alert_table(rules: Sequence[AlertRule], events: Sequence[AlertEvent]) -> Gro
     for _ in range(3):
         listed.add_column()
     for r in rules:
-        listed.add_row(f"#{r.id}", Text(r.rule.text), f"{r.timeframe}{' muted' if r.muted else ''}")
+        where = f"{r.timeframe}{' watchlist' if r.on_watchlist else ''}"
+        listed.add_row(f"#{r.id}", Text(r.rule.text), f"{where}{' muted' if r.muted else ''}")
     log = Table.grid(padding=(0, 1))
     for _ in range(3):
         log.add_column()
     for e in reversed(events):
-        log.add_row(_clock(e.fired_us), Text(e.rule), value_text(e.value))
+        log.add_row(_clock(e.fired_us), Text(_fired_rule(e, rules)), value_text(e.value))
     parts: list[RenderableType] = [head, listed]
     if events:
         parts += [Text("fired (UTC)", style="bold"), log]
@@ -73,8 +74,15 @@ def alert_line(rules: Sequence[AlertRule], events: Sequence[AlertEvent]) -> Text
     text = Text(f"alerts: {_rule_count(rules)}")
     if events:
         e = events[-1]
-        text.append(f"  last {_clock(e.fired_us)} {e.rule} {value_text(e.value)}", style="bold")
+        what = _fired_rule(e, rules)
+        text.append(f"  last {_clock(e.fired_us)} {what} {value_text(e.value)}", style="bold")
     return text
+
+
+def _fired_rule(event: AlertEvent, rules: Sequence[AlertRule]) -> str:
+    """The rule that fired, with the pair it fired on when it watches the watchlist."""
+    watching = {r.id for r in rules if r.on_watchlist}
+    return f"{event.pair} {event.rule}" if event.rule_id in watching else event.rule
 
 
 def _fmt(value: float | int | None, spec: str = ".4g") -> str:
