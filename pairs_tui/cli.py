@@ -41,6 +41,7 @@ from pairs_tui.store import STORE_ERRORS, StoreError, default_db_path
 if TYPE_CHECKING:
     from pairs_tui.alerts import RuleSpec
     from pairs_tui.engine import PairView
+    from pairs_tui.model import StreamKind
     from pairs_tui.session import SessionPlan
 
 USAGE_ERROR = 2
@@ -700,6 +701,17 @@ def watch(
 @click.option("-o", "--output", default="-", help="Output file, or - for stdout (default).")
 @click.option("--top", type=click.IntRange(min=1), help="Only the N most cointegrated pairs.")
 @click.option("--stream", type=click.Choice(["trade", "aggTrade"]), help="Which trades to use.")
+@click.option(
+    "--backfill",
+    is_flag=True,
+    help="First fetch each symbol's L + W bars of history from Binance REST into the store.",
+)
+@click.option(
+    "--rest-url",
+    help=f"Binance REST base URL for --backfill (feed.rest_url; market data only:"
+    f" {MARKET_DATA_URL}).",
+)
+@demo_option("Backfill from")
 @db_option
 @config_option
 def scan(
@@ -711,29 +723,88 @@ def scan(
     output: str,
     top: int | None,
     stream: str | None,
+    backfill: bool,
+    rest_url: str | None,
+    demo: bool,
     db: Path | None,
     config_file: Path | None,
 ) -> None:
     """Every pair of SYMBOLS ranked by cointegration (Engle-Granger p-value), from the
-    store, with the numbers `export --what summary` gives for each."""
+    store, with the numbers `export --what summary` gives for each; with --backfill, the
+    exchange's history is fetched into the store first (a fresh store works)."""
     if len(symbols) < 2:
         raise UsageProblem(f"give at least two symbols to scan, not {len(symbols)}")
     try:
         names = symbol_list(symbols, "scan")
     except SymbolError as exc:
         raise UsageProblem(str(exc)) from None
+    if (rest_url is not None or demo) and not backfill:
+        raise UsageProblem("--rest-url and --demo say where from: they need --backfill")
     config = _config(
         config_file,
         view={"timeframe": timeframe, "window": window, "lookback": lookback},
-        feed={"stream": stream},
+        feed={"stream": stream, "rest_url": _rest_url(rest_url)},
     )
     view = _view(config, names[0], names[1])
     _check_output(output)
-    path = _existing_db(config, db)
+    path = (_db_path if backfill else _existing_db)(config, db, demo=demo)
+    if backfill:
+        asyncio.run(_check_store(path, "demo" if demo else "live"))
+    fetch = (None if demo else config.feed.rest_url) if backfill else ""
     try:
-        asyncio.run(_scan(path, names, view, config, fmt, output, top))
+        asyncio.run(_scan(path, names, view, config, fmt, output, top, fetch))
+    except UnknownSymbol as exc:
+        raise UsageProblem(str(exc)) from None
     except OSError as exc:
         raise RuntimeProblem(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
+async def _backfill(
+    path: Path,
+    names: tuple[str, ...],
+    view: PairView,
+    kind: StreamKind,
+    rest_url: str | None,
+    shown: bool,
+) -> None:
+    """The scan's L + W bars of each symbol from REST into the store (None: from an
+    embedded demo server), with a progress bar on a terminal; what is stored already is
+    not asked again. Unknown symbols raise UnknownSymbol before anything is fetched."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from pairs_tui.feed.demo import DemoServer
+    from pairs_tui.feed.rest import HistoryUnavailable, RestClient
+    from pairs_tui.history import History
+    from pairs_tui.store import TickStore
+
+    def say(text: str) -> None:
+        click.echo(printable(text), err=True)
+
+    server = await DemoServer(seed=1).start() if rest_url is None else None
+    rest = RestClient(server.rest_url if server is not None else rest_url)
+    try:
+        async with await TickStore.open(path) as store:
+            for warning in (await rest.listing()).check(names):
+                say(warning)
+            await store.claim("demo" if server is not None else "live")
+            history = History(rest, store, kind, say)
+            columns = (TextColumn("history"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"))
+            console = Console(file=sys.stderr)
+            with Progress(*columns, console=console, transient=True, disable=not shown) as bar:
+                task = bar.add_task("history", total=None)
+                job = asyncio.create_task(history.backfill(names, {view.timeframe: view.keep}))
+                while not job.done():
+                    await asyncio.wait({job}, timeout=0.1)
+                    bar.update(task, completed=history.covered, total=history.total or None)
+                await job
+            say(f"history: {history.bars_stored:,} bars from {rest.base_url}")
+    except HistoryUnavailable as exc:
+        raise RuntimeProblem(f"history unavailable: {exc}") from None
+    finally:
+        await rest.close()
+        if server is not None:
+            await server.stop()
 
 
 async def _scan(
@@ -744,7 +815,10 @@ async def _scan(
     fmt: str,
     output: str,
     top: int | None,
+    fetch: str | None,
 ) -> None:
+    """`fetch`: "" to scan the store as it is; else a REST URL to backfill from first
+    (None: the embedded demo server's)."""
     import time
 
     from rich.console import Console
@@ -755,6 +829,8 @@ async def _scan(
     from pairs_tui.store import TickStore
 
     shown = sys.stderr.isatty()
+    if fetch != "":
+        await _backfill(path, names, view, config.stream_kind, fetch, shown)
     with Progress(
         TextColumn("scanning"),
         BarColumn(),

@@ -99,3 +99,44 @@ def test_the_table_says_the_view_and_ranks_the_pairs(store, capsys):
 def test_bad_input_is_one_line_and_exit_2(store, capsys, symbols, says):
     code, out, err = run(["scan", *symbols, "--db", str(store)], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1 and says in err, err
+
+
+def test_backfill_fills_a_fresh_store_from_rest_then_scans_it(tmp_path, capsys):
+    """`--demo --backfill`: the embedded server's REST history, L + W bars of each symbol,
+    stored, then scanned; the rows are `export --what summary` of the store it left."""
+    fresh = tmp_path / "fresh.db"
+    view = ("--timeframe", "1m", "--window", "5", "--lookback", "60")
+    args = ["scan", "--demo", "--backfill", *SYMBOLS[:3], *view, "--db", str(fresh)]
+    code, out, err = run([*args, "--format", "json"], capsys)
+    assert code == 0, err
+    assert "history: " in err and "bars from http://127.0.0.1:" in err
+    rows = json.loads(out)
+    assert len(rows) == 3 and all(r["n_bars"] == 60 for r in rows)
+    for row in rows:
+        pair = [row["symbol_a"], row["symbol_b"]]
+        target = tmp_path / "summary.json"
+        code, _, err = run(
+            ["export", *pair, *view, "--what", "summary", "--db", str(fresh), "-o", str(target)],
+            capsys,
+        )
+        assert code == 0, err
+        summary = json.loads(target.read_text())
+        assert row["eg_pvalue"] == pytest.approx(summary["eg_pvalue"], rel=1e-9)
+        assert row["zscore"] == pytest.approx(summary["zscore"], rel=1e-9)
+    # the second time, nothing is asked again: the store has it
+    code, out, err = run(args, capsys)
+    assert code == 0 and "history: 0 bars" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["--demo", "--backfill", "btcusdt", "foousdt"], 2, "unknown symbol FOOUSDT on Binance"),
+        (["--backfill", "--rest-url", "http://127.0.0.1:9", "btcusdt", "ethusdt"], 1,
+         "history unavailable: http://127.0.0.1:9/api/v3/exchangeInfo"),
+        (["--demo", "btcusdt", "ethusdt"], 2, "they need --backfill"),
+    ],
+)  # fmt: skip
+def test_backfill_problems_are_one_line(tmp_path, capsys, args, code, says):
+    got, out, err = run(["scan", *args, "--db", str(tmp_path / "x.db")], capsys)
+    assert got == code and out == "" and says in err and err.count("\n") == 1, err
