@@ -781,8 +781,11 @@ async def _backfill(
     def say(text: str) -> None:
         click.echo(printable(text), err=True)
 
-    server = await DemoServer(seed=1).start() if rest_url is None else None
-    rest = RestClient(server.rest_url if server is not None else rest_url)
+    server = None
+    if rest_url is None:
+        server = await DemoServer(seed=1).start()
+        rest_url = server.rest_url
+    rest = RestClient(rest_url)
     try:
         async with await TickStore.open(path) as store:
             for warning in (await rest.listing()).check(names):

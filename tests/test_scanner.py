@@ -29,7 +29,7 @@ from pairs_tui.store import TickStore
 from pairs_tui.ui import app as ui
 from pairs_tui.ui.app import PairsApp
 from pairs_tui.ui.commands import interpret
-from pairs_tui.ui.scanner import ScannerScreen, sparkline
+from pairs_tui.ui.scanner import Line, ScannerScreen, sparkline
 
 pytestmark = pytest.mark.server
 
@@ -68,6 +68,11 @@ def cells(table: DataTable, column: int) -> list[str]:
     return [str(table.get_row_at(i)[column]) for i in range(table.row_count)]
 
 
+async def shows(table: DataTable, pairs: list[str]) -> None:
+    """The table lists these pairs in this order (it is filled a few rows at a time)."""
+    await wait_until(lambda: cells(table, 0) == pairs, 5)
+
+
 async def test_w_ranks_every_pair_as_scan_does_sorts_and_enter_opens_one(db):
     app = replay(db)
     async with app.run_test(size=(180, 40)) as pilot:
@@ -78,7 +83,7 @@ async def test_w_ranks_every_pair_as_scan_does_sorts_and_enter_opens_one(db):
         await wait_until(lambda: screen.ranking is not None, 15)
         ranking = screen.ranking
         table = screen.query_one(DataTable)
-        assert table.row_count == 6
+        await wait_until(lambda: table.row_count == 6, 5)
 
         # the rows are `pairs-tui scan` of the same store cut at the same moment
         async with await TickStore.open(db, readonly=True) as store:
@@ -94,18 +99,20 @@ async def test_w_ranks_every_pair_as_scan_does_sorts_and_enter_opens_one(db):
                 else:
                     assert shown == value, name
         ranked = ["/".join(r.pair) for r in rows]
-        assert cells(table, 0) == ranked  # most cointegrated first
+        await shows(table, ranked)  # most cointegrated first
 
         await pilot.press("r")  # reverse: least cointegrated first
-        assert screen.order == ("eg_pvalue", True) and cells(table, 0) == ranked[::-1]
+        assert screen.order == ("eg_pvalue", True)
+        await shows(table, ranked[::-1])
         await pilot.press("S")  # the column before: ADF p, ascending
         assert screen.order == ("adf_pvalue", False)
-        adf = [float(c) for c in cells(table, 6)]
-        assert adf == sorted(adf)
+        await wait_until(lambda: cells(table, 6) == sorted(cells(table, 6), key=float), 5)
         await pilot.click(DataTable, offset=(2, 0))  # the `pair` header
-        assert screen.order == ("pair", False) and cells(table, 0) == sorted(ranked)
+        assert screen.order == ("pair", False)
+        await shows(table, sorted(ranked))
         await pilot.click(DataTable, offset=(2, 0))  # again: the other way
-        assert screen.order == ("pair", True) and cells(table, 0) == sorted(ranked, reverse=True)
+        assert screen.order == ("pair", True)
+        await shows(table, sorted(ranked, reverse=True))
 
         await pilot.press("down")  # the cursor stayed on its pair through the sorts
         chosen = tuple(cells(table, 0)[table.cursor_row].split("/"))
@@ -133,13 +140,13 @@ async def test_a_signal_row_is_highlighted_and_the_sparkline_follows_z(db):
         hot = replace(row, summary=replace(row.summary, zscore=-2.5, eg_pvalue=0.01))
         cold = replace(other, summary=replace(other.summary, zscore=1.9, eg_pvalue=0.01))
         assert hot.summary.signal and not cold.summary.signal
-        assert all(cell.style == "bold reverse" for cell in screen._cells(hot))
-        assert not any(cell.style for cell in screen._cells(cold))
+        assert all(cell.style == "bold reverse" for cell in screen._cells(Line.of(hot)))
+        assert not any(cell.style for cell in screen._cells(Line.of(cold)))
         screen.ranking = replace(screen.ranking, by_timeframe={"1s": (hot, cold)})
-        await pilot.pause()
+        table = screen.query_one(DataTable)
+        await wait_until(lambda: sparkline(row.recent_z) in cells(table, 2), 5)
         head = str(screen.query_one("#scanner-head").render())
         assert "1 with |z| ≥ 2 on a cointegrated pair" in head
-        assert sparkline(row.recent_z) in cells(screen.query_one(DataTable), 2)
         await pilot.press("q")
     assert sparkline([-3.0, -1.0, 0.0, 1.0, 3.0, 9.0, float("nan")]) == "▁▃▅▆██ "
 
@@ -150,10 +157,9 @@ async def test_the_palette_edits_the_watchlist_and_sets_alerts_on_every_pair(db)
         await wait_until(lambda: app.snapshot is not None, 15)
         await pilot.press("w")  # one pair: it says so; two more symbols: six
         await wait_until(lambda: app.screen.ranking is not None, 15)
-        assert app.screen.query_one(DataTable).row_count == 1
+        await wait_until(lambda: app.screen.query_one(DataTable).row_count == 1, 5)
         await app.run_action("set_watchlist(('BTCUSDT', 'ETHUSDT', 'SOLUSDT', 'BNBUSDT'))")
-        await wait_until(lambda: app.screen.ranking is not None, 15)
-        assert app.screen.query_one(DataTable).row_count == 6
+        await wait_until(lambda: app.screen.query_one(DataTable).row_count == 6, 15)
         await pilot.press("escape")
 
         await app.run_action("add_alert('abs(z) > 0', True)")

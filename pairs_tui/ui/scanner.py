@@ -7,14 +7,15 @@ the screen only sorts and draws rows. Enter sends the highlighted pair up to the
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.console import JustifyMethod
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -53,55 +54,59 @@ def _number(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    key: str  # the DataTable's column key, a `ScanRow.values()` name where it is one
+    key: str  # the DataTable's column key; a `ScanRow.values()` name where it is one
     label: str
-    value: Callable[[ScanRow], object]  # what it sorts by (None: missing, sorted last)
-    cell: Callable[[ScanRow], str]
+    width: int  # fixed: a table of 19,900 rows is never measured cell by cell
     numeric: bool = True
 
 
-def _field(name: str) -> Column:
-    label = {"eg_pvalue": "EG p", "adf_pvalue": "ADF p", "half_life": "half-life"}
-    return Column(
-        name,
-        label.get(name, name.replace("_", " ")),
-        lambda r: r.values()[name],
-        lambda r: _number(r.values()[name]),
-    )
-
-
+_NUMBERS = {
+    "zscore": "z",
+    "corr": "corr",
+    "beta": "beta",
+    "half_life": "half-life",
+    "adf_pvalue": "ADF p",
+    "eg_pvalue": "EG p",
+    "n_bars": "bars",
+}
 COLUMNS = (
-    Column("pair", "pair", lambda r: "/".join(r.pair), lambda r: "/".join(r.pair), False),
-    _field("zscore"),
-    Column(
-        "trend",
-        f"z, last {SPARK_BARS} bars",
-        lambda r: r.values()["zscore"],
-        lambda r: sparkline(r.recent_z),
-    ),
-    _field("corr"),
-    _field("beta"),
-    _field("half_life"),
-    _field("adf_pvalue"),
-    _field("eg_pvalue"),
-    _field("n_bars"),
-    Column(
-        "verdict",
-        "verdict",
-        lambda r: r.values()["verdict"],
-        lambda r: str(r.values()["verdict"] or "-"),
-        False,
-    ),
+    Column("pair", "pair", 0, numeric=False),  # as wide as the longest pair
+    Column("zscore", "z", 8),
+    Column("trend", f"z, last {SPARK_BARS} bars", SPARK_BARS),
+    *(Column(key, label, 9) for key, label in _NUMBERS.items() if key != "zscore"),
+    Column("verdict", "verdict", 22, numeric=False),
 )
-_BY_KEY = {c.key: c for c in COLUMNS}
+_KEYS = tuple(c.key for c in COLUMNS)
 
 
-def sort_rows(rows: Sequence[ScanRow], key: str, reverse: bool) -> list[ScanRow]:
-    """Rows by one column; missing values last either way."""
-    column = _BY_KEY[key]
-    have = [r for r in rows if column.value(r) is not None]
-    missing = [r for r in rows if column.value(r) is None]
-    return sorted(have, key=column.value, reverse=reverse) + missing  # type: ignore[arg-type]
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A row as the table shows it: what each column sorts by, and its cells."""
+
+    pair: str
+    values: dict[str, object]  # None: missing, sorted last
+    cells: tuple[str, ...]
+    signal: bool
+
+    @classmethod
+    def of(cls, row: ScanRow) -> Line:
+        values = row.values()
+        pair = "/".join(row.pair)
+        keyed = {"pair": pair, "trend": values["zscore"], **values}
+        cells = [pair, _number(values["zscore"]), sparkline(row.recent_z)]
+        cells += [_number(values[key]) for key in _NUMBERS if key != "zscore"]
+        cells.append(str(values["verdict"] or "-"))
+        signal = row.summary is not None and row.summary.signal
+        return cls(pair, {key: keyed[key] for key in _KEYS}, tuple(cells), signal)
+
+
+_CHUNK = 50  # rows changed between two turns of the event loop
+
+
+def _order(line: Line, key: str, descending: bool) -> tuple[bool, Any]:
+    """What a line sorts by in column `key`: missing values last, either way."""
+    value = line.values[key]
+    return (value is not None) if descending else (value is None), value if value else 0
 
 
 class ScannerScreen(Screen[None]):
@@ -129,15 +134,14 @@ class ScannerScreen(Screen[None]):
 
     def __init__(self, watchlist: tuple[str, ...], ranking: Ranking | None = None) -> None:
         super().__init__()
+        self._lined: tuple[Ranking | None, list[Line]] = (None, [])
+        self._shown: dict[str, Line] = {}  # what the table holds, by pair
         self.set_reactive(ScannerScreen.watchlist, watchlist)
         self.set_reactive(ScannerScreen.ranking, ranking)
 
     def compose(self) -> ComposeResult:
         yield Static("", id="scanner-head")
-        table: DataTable[str | Text] = DataTable(cursor_type="row", zebra_stripes=True)
-        for column in COLUMNS:
-            table.add_column(column.label, key=column.key)
-        yield table
+        yield DataTable(cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -170,36 +174,64 @@ class ScannerScreen(Screen[None]):
             head.update(f"ranking {n * (n - 1) // 2:,} pairs of {n} symbols...")
         else:
             view = ranking.view
-            column = _BY_KEY[self.order[0]]
+            label = COLUMNS[_KEYS.index(self.order[0])].label
             order = "descending" if self.order[1] else "ascending"
             hot = sum(r.summary is not None and r.summary.signal for r in ranking.rows)
             head.update(
                 Text.assemble(
                     f"{len(ranking.rows):,} pairs of {len(ranking.symbols)} symbols, "
                     f"{view.timeframe} bars, W={view.window}, L={view.lookback}; "
-                    f"sorted by {column.label} {order}; ",
+                    f"sorted by {label} {order}; ",
                     (f"{hot} with |z| ≥ 2 on a cointegrated pair", "bold" if hot else ""),
                 )
             )
         if ranking is None:
-            table.clear()
+            table.clear(columns=True)
+            self._shown = {}
             return
+        if ranking is not self._lined[0]:  # each ranking turned into lines once
+            self._lined = (ranking, [Line.of(row) for row in ranking.rows])
+        self._fill(self._lined[1])
+
+    @work(exclusive=True, group="fill")
+    async def _fill(self, lines: list[Line]) -> None:
+        """The table brought to these lines, then sorted. Cells change in place, a few
+        rows at a time with the loop free between them (a table measures each cell it
+        is given: 1,225 rows at once would hold keys up for a quarter of a second)."""
+        table: DataTable[str | Text] = self.query_one(DataTable)
         current = self._cursor_pair()
-        rows = sort_rows(ranking.rows, *self.order)
-        table.clear()
-        for row in rows:
-            table.add_row(*self._cells(row), key="/".join(row.pair))
+        widest = max((len(line.pair) for line in lines), default=4)
+        widths = [column.width or widest for column in COLUMNS]
+        if {line.pair for line in lines} != set(self._shown) or len(table.columns) == 0:
+            table.clear(columns=True)
+            self._shown = {}
+            for column, width in zip(COLUMNS, widths, strict=True):
+                table.add_column(column.label, key=column.key, width=width)
+        for i, line in enumerate(lines, 1):
+            shown = self._shown.get(line.pair)
+            if shown is None:
+                table.add_row(*self._cells(line), key=line.pair)
+            elif (shown.cells, shown.signal) != (line.cells, line.signal):
+                for key, cell in zip(_KEYS, self._cells(line), strict=True):
+                    table.update_cell(line.pair, key, cell)
+            self._shown[line.pair] = line
+            if i % _CHUNK == 0:
+                await asyncio.sleep(0)
+        key, descending = self.order
+        table.sort(
+            "pair", key=lambda pair: _order(self._shown[str(pair).strip()], key, descending),
+            reverse=descending,
+        )  # fmt: skip
         if current is not None and current in table.rows:
             table.move_cursor(row=table.get_row_index(current), animate=False)
 
     @staticmethod
-    def _cells(row: ScanRow) -> list[str | Text]:
-        signal = row.summary is not None and row.summary.signal
-        style = "bold reverse" if signal else ""
+    def _cells(line: Line) -> list[str | Text]:
+        style = "bold reverse" if line.signal else ""
         cells: list[str | Text] = []
-        for column in COLUMNS:
+        for column, cell in zip(COLUMNS, line.cells, strict=True):
             justify: JustifyMethod = "right" if column.numeric else "left"
-            cells.append(Text(column.cell(row), style=style, justify=justify))
+            cells.append(Text(cell, style=style, justify=justify))
         return cells
 
     def _cursor_pair(self) -> str | None:
