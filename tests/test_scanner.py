@@ -167,8 +167,10 @@ async def test_the_palette_edits_the_watchlist_and_sets_alerts_on_every_pair(db)
         assert rule.pair == WATCHLIST and rule.target == "watchlist"
         await wait_until(lambda: app.ranking is not None and app.ranking.fired, 15)
         await wait_until(lambda: {e.symbols for e in app._events} == PAIRS, 10)
-        toasts = [n.title for n in app._notifications]
-        assert any(t.startswith("alert SOLUSDT/BNBUSDT") for t in toasts)
+        toasts = [(n.title, n.message) for n in app._notifications]
+        assert ("alerts on 6 pairs",) in {t[:1] for t in toasts}  # one toast counts them
+        [said] = [m for t, m in toasts if t == "alerts on 6 pairs"]
+        assert said.startswith("ETHUSDT/SOLUSDT") and "and 3 more" in said
         await pilot.press("q")
     with sqlite3.connect(db) as conn:
         stored = conn.execute("SELECT symbol_a, symbol_b FROM alert_rules").fetchall()

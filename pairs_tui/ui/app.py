@@ -74,6 +74,7 @@ NARROW = (100, 30)  # below either: stacked charts, short stats
 TOO_SMALL = (40, 12)
 STALE_AFTER_S = 10.0  # connected, yet no trade for this long: say so
 ALERT_LOG = 50  # firings kept in the log panel
+TOASTS = 3  # toasts one update may raise; more firings than that share one
 
 
 def chart_specs(
@@ -471,12 +472,23 @@ class PairsApp(App[int]):
         return out
 
     def _fired(self, events: tuple[AlertEvent, ...]) -> None:
-        """One toast per pair and timeframe, however many rules fired on this update."""
+        """One toast per pair and timeframe, however many rules fired on this update;
+        past TOASTS of them (a rule on a long watchlist), one toast that counts them."""
         groups: dict[str, list[str]] = {}
         for e in events:
             groups.setdefault(f"alert {e.pair} {e.timeframe}", []).append(
                 f"{e.rule}  {value_text(e.value)}"
             )
+        if len(groups) > TOASTS:
+            shown = [title.removeprefix("alert ") for title in groups]
+            more = f" and {len(shown) - TOASTS} more" if len(shown) > TOASTS else ""
+            self.say(
+                f"{', '.join(shown[:TOASTS])}{more} (the alert panel lists each)",
+                title=f"alerts on {len(groups)} pairs",
+                severity="warning",
+                timeout=8,
+            )
+            groups = {}
         for title, lines in groups.items():
             self.say("\n".join(lines), title=title, severity="warning", timeout=8)
         if self.ring_bell:
