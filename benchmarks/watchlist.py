@@ -75,7 +75,7 @@ def demo_server(env: dict[str, str], rate: float) -> Iterator[tuple[str, str]]:
     )
     try:
         assert server.stdout is not None
-        line = server.stdout.readline()
+        line = server.stdout.readline() + server.stdout.readline()  # the URLs, then how
         ws, rest = re.search(r"ws://\S+", line), re.search(r"http://\S+", line)
         if ws is None or rest is None:
             raise SystemExit(f"demo-server did not start: {line!r}")
@@ -114,7 +114,7 @@ def measure(variant: str, args: argparse.Namespace, tmp: Path, env: dict[str, st
     text = ""
     if variant != "baseline":
         listed = ", ".join(f'"{s.lower()}"' for s in symbols)
-        text = f'[watchlist]\nsymbols = [{listed}]\n\n[[alerts]]\nrule = "abs(z) > 2"\n'
+        text = f'[watchlist]\nsymbols = [{listed}]\n\n[[alerts]]\nrule = "{args.rule}"\n'
         text += 'pair = "watchlist"\n'
     config.write_text(text)
     pauses = random.Random(SEED)
@@ -159,6 +159,8 @@ def main() -> int:
     parser.add_argument("--presses", type=int, default=40, help="key presses per variant")
     parser.add_argument("--rate", type=float, default=20.0, help="trades/s per symbol")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds before pressing")
+    parser.add_argument("--rule", default="abs(z) > 2", help="the rule on every watchlist pair")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="which, comma-separated")
     args = parser.parse_args()
     if not 2 <= args.symbols <= len(DEMO_SYMBOLS) or args.presses < 2:
         parser.error(f"need 2 <= --symbols <= {len(DEMO_SYMBOLS)} and --presses >= 2")
@@ -172,7 +174,7 @@ def main() -> int:
     load = os.getloadavg()[0]
     results: dict[str, list[float]] = {}
     try:
-        for variant in VARIANTS:
+        for variant in args.variants.split(","):
             print(f"{variant}: {args.presses} presses ...", flush=True)
             results[variant] = measure(variant, args, tmp, env)
     finally:
@@ -184,7 +186,7 @@ def main() -> int:
         f"{platform.python_version()}, {platform.system()} {platform.release()}, "
         f"{os.cpu_count()} cores, load average {load:.2f} at start\n"
     )
-    base = statistics.median(results["baseline"])
+    base = statistics.median(results.get("baseline", [float("nan")]))
     print(f"{'variant':<12}{'median ms':>10}{'p95 ms':>8}{'vs baseline':>13}  target p95")
     ok = True
     for variant, xs in results.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -151,10 +151,11 @@ class SymbolBars:
         """The exchange's history bars opening at or after `since_us[tf]` (and before
         `until_us`), in place of those loaded before."""
         for tf in self.bars:
-            rows = await store.history(self.symbol, self.kind, tf, since_us[tf])
-            if self.until_us is not None:
-                rows = [r for r in rows if r.open_us < self.until_us]
-            self.history[tf] = history_frame([astuple(r) for r in rows])
+            rows = await store.history_rows(self.symbol, self.kind, tf, since_us[tf])
+            until = self.until_us
+            if until is not None:
+                rows = [r for r in rows if r[0] < until]  # open_us
+            self.history[tf] = await asyncio.to_thread(history_frame, rows)
 
     def merged(self, tf: str) -> pl.DataFrame:
         """The bars with the history before them (column `rest`: from history)."""
@@ -296,6 +297,7 @@ def analyze(
 
 
 SETTLE_US = 2_000_000  # a symbol this long without a trade is taken as quiet, not late
+HISTORY_EVERY_S = 1.0  # history that keeps arriving (a backfill) is read again this often
 
 
 def settled_cut(lasts: Iterable[int | None], now_us: int) -> int:
@@ -333,6 +335,7 @@ class BarSet:
         self.span_us = max(TIMEFRAMES[tf] for tf in self.timeframes) * keep
         self.sides: dict[str, SymbolBars] = {}
         self._revs = (-1, -1)  # the store's history revisions the loaded sides hold
+        self._history_at = -1e9  # when history was last read (time.monotonic)
 
     @property
     def trades(self) -> int:
@@ -355,12 +358,15 @@ class BarSet:
                 if last is not None:
                     await side.start_at(store, last - self.span_us)
             self._revs = (-1, fills_rev)
-        if bars_rev != self._revs[0]:
+        clock = time.monotonic()
+        if self._revs[0] == -1 or (
+            bars_rev != self._revs[0] and clock - self._history_at >= HISTORY_EVERY_S
+        ):
             since = {tf: (now_us // TIMEFRAMES[tf] - self.keep - 1) * TIMEFRAMES[tf]
                      for tf in self.timeframes}  # fmt: skip
             for side in self.sides.values():
                 await side.load_history(store, since)
-            self._revs = (bars_rev, fills_rev)
+            self._revs, self._history_at = (bars_rev, fills_rev), clock
         lasts = [await store.last_time(s, self.kind) for s in self.symbols]
         cut = settled_cut(lasts, now_us)
         for side in self.sides.values():

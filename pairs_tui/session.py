@@ -32,6 +32,7 @@ __all__ = [
     "Session",
     "SessionPlan",
     "UnknownSymbol",
+    "export_target",
 ]
 
 
@@ -127,6 +128,8 @@ class Session:
         self._stopped = True
         if self.recording is not None:
             await self.recording.stop()
+        if self._ranker is not None:
+            self._ranker.close()
         if self.store is not None:
             await self.store.close()
 

@@ -734,13 +734,22 @@ class TickStore:
         self, symbol: str, kind: StreamKind, timeframe: str, since_us: int = -(2**62)
     ) -> list[HistoryBar]:
         """History bars opening at or after `since_us`, oldest first."""
+        return [
+            HistoryBar(*row) for row in await self.history_rows(symbol, kind, timeframe, since_us)
+        ]
+
+    async def history_rows(
+        self, symbol: str, kind: StreamKind, timeframe: str, since_us: int = -(2**62)
+    ) -> list[tuple[int, float, float, float, float, float, int, int | None]]:
+        """The same, as tuples in HistoryBar's field order: a watchlist reads tens of
+        thousands, and turns them into a frame off the event loop."""
         await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT open_us, open, high, low, close, volume, trades, until_id FROM history"
             f" WHERE series = {_SERIES} AND timeframe = ? AND open_us >= ? ORDER BY open_us",
             (symbol, kind.value, timeframe, since_us),
         )
-        return [HistoryBar(*row) for row in await cursor.fetchall()]
+        return list(await cursor.fetchall())  # type: ignore[arg-type]
 
     async def history_opens(self, symbol: str, kind: StreamKind, timeframe: str) -> set[int]:
         """The open times of the whole history bars held: what is never asked again."""

@@ -11,9 +11,17 @@ bars, so a row's numbers are the ones `scan` prints for the store cut at the sam
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from multiprocessing import get_context, resource_tracker
+
+import polars as pl
 
 from pairs_tui.engine import BarSet, PairView
 from pairs_tui.model import TIMEFRAMES, AlertEvent, StreamKind
@@ -38,16 +46,73 @@ class Ranking:
         return self.by_timeframe[self.view.timeframe]
 
 
+PROCESS_PAIRS = 100  # rankings of more pairs run in a worker process: no GIL shared
+
+
+def rank_frames(
+    frames: Mapping[str, Mapping[str, pl.DataFrame]],
+    symbols: tuple[str, ...],
+    view: PairView,
+    kind: StreamKind,
+    now_us: int,
+) -> dict[str, tuple[ScanRow, ...]]:
+    """Every pair ranked at each timeframe of `frames` (timeframe -> symbol -> bars): what
+    a worker thread or process runs."""
+    return {
+        tf: tuple(rank_pairs(bars, symbols, replace(view, timeframe=tf), kind, now_us))
+        for tf, bars in frames.items()
+    }
+
+
+def _worker_pool() -> ProcessPoolExecutor:
+    """One spawned worker process, quiet and deaf to Ctrl-C (its parent decides).
+
+    Spawning starts multiprocessing's resource tracker once, handing it the process's
+    stderr: the real one, as a full-screen app may have put an object without a file
+    descriptor in `sys.stderr`."""
+    stderr, sys.stderr = sys.stderr, sys.__stderr__
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.stderr = stderr
+    return ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_quiet)
+
+
+def _quiet() -> None:
+    """In the worker: nothing it prints reaches the terminal the parent draws on."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+
+
+def _frames(bars: BarSet) -> dict[str, pl.DataFrame]:
+    """Each symbol's bars (history merged) at the set's one timeframe, the older ones
+    dropped for good: a ranking reads L + W + 2 bars of time."""
+    [tf] = bars.timeframes
+    out = {}
+    for symbol, side in bars.sides.items():
+        side.keep_last(bars.span_us)
+        out[symbol] = side.merged(tf)
+    return out
+
+
 @dataclass
 class WatchlistEngine:
-    """Ranks the watchlist's pairs from the store, again whenever a bar closes."""
+    """Ranks the watchlist's pairs from the store, again whenever a bar closes.
+
+    Each timeframe ranked has its own `BarSet`, kept while the watchlist and L + W stay:
+    switching the view's timeframe back and forth folds in only the new trades. A
+    ranking of more than PROCESS_PAIRS pairs runs in a worker process (started at the
+    first, stopped by `close`), so the screen's thread never waits for the GIL."""
 
     store: TickStore
     kind: StreamKind = StreamKind.TRADE
-    _bars: BarSet | None = None
+    _bars: dict[str, BarSet] = field(default_factory=dict)
     _last: Ranking | None = None
     _key: tuple[object, object] = (None, None)  # what the last ranking was computed on
-    _ranked_at: float = field(default=-1e9)
+    _ranked_at: float = -1e9
+    _pool: ProcessPoolExecutor | None = None
 
     async def refresh(
         self,
@@ -61,43 +126,47 @@ class WatchlistEngine:
         `timeframes`, for alerts): a new one once a bar has closed, else the last one;
         None with fewer than two symbols."""
         if len(symbols) < 2:
-            self._bars = self._last = None
+            self._bars, self._last = {}, None
             return None
         wanted = tuple(tf for tf in TIMEFRAMES if tf == view.timeframe or tf in timeframes)
-        bars = self._bars
-        if bars is None or (bars.symbols, bars.timeframes, bars.keep) != (
-            symbols,
-            wanted,
-            view.keep,
-        ):
-            bars = self._bars = BarSet(self.store, self.kind, symbols, wanted, view.keep)
+        if any((b.symbols, b.keep) != (symbols, view.keep) for b in self._bars.values()):
+            self._bars = {}
+        for tf in wanted:
+            if tf not in self._bars:
+                self._bars[tf] = BarSet(self.store, self.kind, symbols, (tf,), view.keep)
         now = now_us if now_us is not None else time.time_ns() // 1000
-        cut = await bars.update(now)
+        cuts = [await self._bars[tf].update(now) for tf in wanted]
+        cut = min(cuts)  # the same moment for all (each set settles on the same clock)
         shape = (view, wanted, symbols)  # a change of these is ranked at once
-        moment = (tuple(cut // TIMEFRAMES[tf] for tf in wanted), bars.revs)
+        moment = (tuple(cut // TIMEFRAMES[tf] for tf in wanted), self.store_revs(wanted))
         clock = time.monotonic()
         last = self._last
         if last is not None and self._key == (shape, moment):
             return last
         if last is not None and self._key[0] == shape and clock - self._ranked_at < RANK_EVERY_S:
             return last
-        for side in bars.sides.values():  # what a ranking reads: L + W + 2 bars of time
-            side.keep_last(bars.span_us)
-        frames = {s: side.merged_all() for s, side in bars.sides.items()}
-        ranked = await asyncio.to_thread(
-            lambda: {
-                tf: tuple(
-                    rank_pairs(
-                        {s: f[tf] for s, f in frames.items()},
-                        symbols,
-                        PairView(view.symbol_a, view.symbol_b, tf, view.window, view.lookback),
-                        self.kind,
-                        cut,
-                    )
+        frames = {tf: await asyncio.to_thread(_frames, self._bars[tf]) for tf in wanted}
+        args = (frames, symbols, view, self.kind, cut)
+        if len(symbols) * (len(symbols) - 1) // 2 > PROCESS_PAIRS:
+            self._pool = self._pool or _worker_pool()
+            try:
+                ranked = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, rank_frames, *args
                 )
-                for tf in wanted
-            }
-        )
+            except BrokenProcessPool:  # the worker was killed: a new one next time
+                self.close()
+                raise
+        else:
+            ranked = await asyncio.to_thread(rank_frames, *args)
         self._key, self._ranked_at = (shape, moment), clock
         self._last = Ranking(view, symbols, ranked, cut)
         return self._last
+
+    def store_revs(self, timeframes: Iterable[str]) -> tuple[tuple[int, int], ...]:
+        return tuple(self._bars[tf].revs for tf in timeframes)
+
+    def close(self) -> None:
+        """Stop the worker process, if one was started."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -11,13 +11,16 @@ import json
 import math
 import shutil
 import sqlite3
+import time
 from dataclasses import replace
 from itertools import combinations
 
+import numpy as np
 import pytest
 from conftest import market, wait_until, write_trades
 from textual.widgets import DataTable
 
+from pairs_tui import watchlist
 from pairs_tui.alerts import WATCHLIST
 from pairs_tui.cli import main
 from pairs_tui.engine import PairView
@@ -30,6 +33,7 @@ from pairs_tui.ui import app as ui
 from pairs_tui.ui.app import PairsApp
 from pairs_tui.ui.commands import interpret
 from pairs_tui.ui.scanner import Line, ScannerScreen, sparkline
+from pairs_tui.watchlist import WatchlistEngine
 
 pytestmark = pytest.mark.server
 
@@ -251,3 +255,22 @@ def test_watch_prints_each_watchlist_pair_once_from_flag_and_config(db, tmp_path
             f"{a}/{b}" for a, b in combinations(SYMBOLS[1:], 2)
         )
         assert all(e["rule"] == "abs(z) > 0" and e["timeframe"] == "1s" for e in fired)
+
+
+async def test_a_large_ranking_runs_in_a_worker_process_and_gives_the_same_rows(db, monkeypatch):
+    view = PairView("BTCUSDT", "ETHUSDT", "1s", 5, 120)
+    now = time.time_ns() // 1000
+    async with await TickStore.open(db, readonly=True) as store:
+        threaded = await WatchlistEngine(store).refresh(SYMBOLS, view, ("1m",), now_us=now)
+        monkeypatch.setattr(watchlist, "PROCESS_PAIRS", 0)
+        engine = WatchlistEngine(store)
+        try:
+            pooled = await engine.refresh(SYMBOLS, view, ("1m",), now_us=now)
+            assert engine._pool is not None  # it did go to a process
+        finally:
+            engine.close()
+    assert set(pooled.by_timeframe) == {"1s", "1m"} == set(threaded.by_timeframe)
+    for tf, rows in threaded.by_timeframe.items():
+        for one, other in zip(rows, pooled.by_timeframe[tf], strict=True):
+            assert one.values() == other.values()
+            assert np.array_equal(one.recent_z, other.recent_z, equal_nan=True)

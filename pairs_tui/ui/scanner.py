@@ -103,10 +103,12 @@ class Line:
 _CHUNK = 50  # rows changed between two turns of the event loop
 
 
-def _order(line: Line, key: str, descending: bool) -> tuple[bool, Any]:
-    """What a line sorts by in column `key`: missing values last, either way."""
-    value = line.values[key]
-    return (value is not None) if descending else (value is None), value if value else 0
+def sort_lines(lines: Sequence[Line], key: str, descending: bool) -> list[Line]:
+    """Lines by one column; missing values last either way."""
+    have = [line for line in lines if line.values[key] is not None]
+    missing = [line for line in lines if line.values[key] is None]
+    by: Any = lambda line: line.values[key]  # noqa: E731  (numbers or text, per column)
+    return sorted(have, key=by, reverse=descending) + missing
 
 
 class ScannerScreen(Screen[None]):
@@ -135,7 +137,7 @@ class ScannerScreen(Screen[None]):
     def __init__(self, watchlist: tuple[str, ...], ranking: Ranking | None = None) -> None:
         super().__init__()
         self._lined: tuple[Ranking | None, list[Line]] = (None, [])
-        self._shown: dict[str, Line] = {}  # what the table holds, by pair
+        self._shown: list[Line] = []  # what the table holds, row by row
         self.set_reactive(ScannerScreen.watchlist, watchlist)
         self.set_reactive(ScannerScreen.ranking, ranking)
 
@@ -187,43 +189,43 @@ class ScannerScreen(Screen[None]):
             )
         if ranking is None:
             table.clear(columns=True)
-            self._shown = {}
+            self._shown = []
             return
-        if ranking is not self._lined[0]:  # each ranking turned into lines once
-            self._lined = (ranking, [Line.of(row) for row in ranking.rows])
-        self._fill(self._lined[1])
+        self._fill(ranking)
 
     @work(exclusive=True, group="fill")
-    async def _fill(self, lines: list[Line]) -> None:
-        """The table brought to these lines, then sorted. Cells change in place, a few
-        rows at a time with the loop free between them (a table measures each cell it
-        is given: 1,225 rows at once would hold keys up for a quarter of a second)."""
+    async def _fill(self, ranking: Ranking) -> None:
+        """The table brought to the ranking in the order asked for. Row i is the i-th
+        line of that order: a new ranking or a new sort changes cells in place, a few
+        rows at a time with the loop free between them (a table measures every cell it
+        is given and sorts in one go: 1,225 rows at once would hold keys up for a
+        quarter of a second). The cursor stays on its pair."""
         table: DataTable[str | Text] = self.query_one(DataTable)
         current = self._cursor_pair()
-        widest = max((len(line.pair) for line in lines), default=4)
-        widths = [column.width or widest for column in COLUMNS]
-        if {line.pair for line in lines} != set(self._shown) or len(table.columns) == 0:
+        if ranking is not self._lined[0]:  # each ranking turned into lines once
+            lines = await asyncio.to_thread(lambda: [Line.of(row) for row in ranking.rows])
+            self._lined = (ranking, lines)
+        ordered = sort_lines(self._lined[1], *self.order)
+        if len(ordered) != len(self._shown) or len(table.columns) == 0:
             table.clear(columns=True)
-            self._shown = {}
-            for column, width in zip(COLUMNS, widths, strict=True):
-                table.add_column(column.label, key=column.key, width=width)
-        for i, line in enumerate(lines, 1):
-            shown = self._shown.get(line.pair)
-            if shown is None:
-                table.add_row(*self._cells(line), key=line.pair)
-            elif (shown.cells, shown.signal) != (line.cells, line.signal):
+            self._shown = []
+            widest = max((len(line.pair) for line in ordered), default=4)
+            for column in COLUMNS:
+                table.add_column(column.label, key=column.key, width=column.width or widest)
+        for i, line in enumerate(ordered):
+            if i == len(self._shown):
+                table.add_row(*self._cells(line), key=str(i))
+                self._shown.append(line)
+            elif (self._shown[i].cells, self._shown[i].signal) != (line.cells, line.signal):
                 for key, cell in zip(_KEYS, self._cells(line), strict=True):
-                    table.update_cell(line.pair, key, cell)
-            self._shown[line.pair] = line
-            if i % _CHUNK == 0:
+                    table.update_cell(str(i), key, cell)
+                self._shown[i] = line
+            if i % _CHUNK == _CHUNK - 1:
                 await asyncio.sleep(0)
-        key, descending = self.order
-        table.sort(
-            "pair", key=lambda pair: _order(self._shown[str(pair).strip()], key, descending),
-            reverse=descending,
-        )  # fmt: skip
-        if current is not None and current in table.rows:
-            table.move_cursor(row=table.get_row_index(current), animate=False)
+        if current is not None:
+            at = next((i for i, line in enumerate(ordered) if line.pair == current), None)
+            if at is not None and at != table.cursor_row:
+                table.move_cursor(row=at, animate=False)
 
     @staticmethod
     def _cells(line: Line) -> list[str | Text]:
@@ -235,11 +237,9 @@ class ScannerScreen(Screen[None]):
         return cells
 
     def _cursor_pair(self) -> str | None:
-        table: DataTable[str | Text] = self.query_one(DataTable)
-        if table.row_count == 0:
-            return None
-        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        return row_key.value
+        """The pair under the cursor, as the table shows it now."""
+        row = self.query_one(DataTable).cursor_row
+        return self._shown[row].pair if 0 <= row < len(self._shown) else None
 
     # -- keys and mouse -------------------------------------------------------------
     def action_open(self) -> None:
