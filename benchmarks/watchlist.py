@@ -158,7 +158,7 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=50, help="watchlist size (at most 60)")
     parser.add_argument("--presses", type=int, default=40, help="key presses per variant")
     parser.add_argument("--rate", type=float, default=20.0, help="trades/s per symbol")
-    parser.add_argument("--settle", type=float, default=5.0, help="seconds before pressing")
+    parser.add_argument("--settle", type=float, default=30.0, help="seconds before pressing")
     parser.add_argument("--rule", default="abs(z) > 2", help="the rule on every watchlist pair")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="which, comma-separated")
     args = parser.parse_args()

@@ -23,7 +23,7 @@ from multiprocessing import get_context, resource_tracker
 
 import polars as pl
 
-from pairs_tui.engine import BarSet, PairView
+from pairs_tui.engine import SETTLE_US, BarSet, PairView
 from pairs_tui.model import TIMEFRAMES, AlertEvent, StreamKind
 from pairs_tui.scan import ScanRow, rank_pairs
 from pairs_tui.store import TickStore
@@ -112,6 +112,7 @@ class WatchlistEngine:
     _last: Ranking | None = None
     _key: tuple[object, object] = (None, None)  # what the last ranking was computed on
     _ranked_at: float = -1e9
+    _due: tuple[object, object] = (None, None)  # the bars closed and history when last looked
     _pool: ProcessPoolExecutor | None = None
 
     async def refresh(
@@ -135,15 +136,20 @@ class WatchlistEngine:
             if tf not in self._bars:
                 self._bars[tf] = BarSet(self.store, self.kind, symbols, (tf,), view.keep)
         now = now_us if now_us is not None else time.time_ns() // 1000
+        shape = (view, wanted, symbols)  # a change of these is ranked at once
+        clock, last = time.monotonic(), self._last
+        if last is not None and self._key[0] == shape:
+            # nothing to rank before a bar closes: the trades wait in the store till then
+            # (what this costs is one query, not one per symbol)
+            due = tuple((now - SETTLE_US) // TIMEFRAMES[tf] for tf in wanted)
+            revs = await self.store.history_rev()
+            if clock - self._ranked_at < RANK_EVERY_S or (due, revs) == self._due:
+                return last
+            self._due = (due, revs)
         cuts = [await self._bars[tf].update(now) for tf in wanted]
         cut = min(cuts)  # the same moment for all (each set settles on the same clock)
-        shape = (view, wanted, symbols)  # a change of these is ranked at once
         moment = (tuple(cut // TIMEFRAMES[tf] for tf in wanted), self.store_revs(wanted))
-        clock = time.monotonic()
-        last = self._last
         if last is not None and self._key == (shape, moment):
-            return last
-        if last is not None and self._key[0] == shape and clock - self._ranked_at < RANK_EVERY_S:
             return last
         frames = {tf: await asyncio.to_thread(_frames, self._bars[tf]) for tf in wanted}
         args = (frames, symbols, view, self.kind, cut)

@@ -18,7 +18,6 @@ from itertools import combinations
 import numpy as np
 import pytest
 from conftest import market, wait_until, write_trades
-from textual.widgets import DataTable
 
 from pairs_tui import watchlist
 from pairs_tui.alerts import WATCHLIST
@@ -32,6 +31,7 @@ from pairs_tui.store import TickStore
 from pairs_tui.ui import app as ui
 from pairs_tui.ui.app import PairsApp
 from pairs_tui.ui.commands import interpret
+from pairs_tui.ui.pair_table import PairTable
 from pairs_tui.ui.scanner import Line, ScannerScreen, sparkline
 from pairs_tui.watchlist import WatchlistEngine
 
@@ -68,11 +68,11 @@ def replay(db, watchlist=SYMBOLS, **plan) -> PairsApp:
     )
 
 
-def cells(table: DataTable, column: int) -> list[str]:
-    return [str(table.get_row_at(i)[column]) for i in range(table.row_count)]
+def cells(table: PairTable, column: int) -> list[str]:
+    return [row.cells[column] for row in table.rows]
 
 
-async def shows(table: DataTable, pairs: list[str]) -> None:
+async def shows(table: PairTable, pairs: list[str]) -> None:
     """The table lists these pairs in this order (it is filled a few rows at a time)."""
     await wait_until(lambda: cells(table, 0) == pairs, 5)
 
@@ -86,8 +86,8 @@ async def test_w_ranks_every_pair_as_scan_does_sorts_and_enter_opens_one(db):
         assert isinstance(screen, ScannerScreen) and app.session.scanning
         await wait_until(lambda: screen.ranking is not None, 15)
         ranking = screen.ranking
-        table = screen.query_one(DataTable)
-        await wait_until(lambda: table.row_count == 6, 5)
+        table = screen.query_one(PairTable)
+        await wait_until(lambda: len(table.rows) == 6, 5)
 
         # the rows are `pairs-tui scan` of the same store cut at the same moment
         async with await TickStore.open(db, readonly=True) as store:
@@ -111,10 +111,10 @@ async def test_w_ranks_every_pair_as_scan_does_sorts_and_enter_opens_one(db):
         await pilot.press("S")  # the column before: ADF p, ascending
         assert screen.order == ("adf_pvalue", False)
         await wait_until(lambda: cells(table, 6) == sorted(cells(table, 6), key=float), 5)
-        await pilot.click(DataTable, offset=(2, 0))  # the `pair` header
+        await pilot.click(PairTable, offset=(2, 0))  # the `pair` header
         assert screen.order == ("pair", False)
         await shows(table, sorted(ranked))
-        await pilot.click(DataTable, offset=(2, 0))  # again: the other way
+        await pilot.click(PairTable, offset=(2, 0))  # again: the other way
         assert screen.order == ("pair", True)
         await shows(table, sorted(ranked, reverse=True))
 
@@ -125,6 +125,15 @@ async def test_w_ranks_every_pair_as_scan_does_sorts_and_enter_opens_one(db):
         assert app.session.view == replace(ranking.view, symbol_a=chosen[0], symbol_b=chosen[1])
         assert not app.session.scanning
         await wait_until(lambda: app.snapshot.view.symbols == chosen, 10)
+
+        await pilot.press("w")  # a click puts the cursor on a row, a second opens it
+        table = app.screen.query_one(PairTable)
+        await wait_until(lambda: len(table.rows) == 6, 5)
+        await pilot.click(PairTable, offset=(2, 4))  # the header, then the 4th row
+        assert table.cursor_row == 3 and isinstance(app.screen, ScannerScreen)
+        clicked = tuple(cells(table, 0)[3].split("/"))
+        await pilot.click(PairTable, offset=(2, 4))
+        await wait_until(lambda: app.session.view.symbols == clicked, 5)
 
         await pilot.press("w")
         assert isinstance(app.screen, ScannerScreen)
@@ -144,11 +153,14 @@ async def test_a_signal_row_is_highlighted_and_the_sparkline_follows_z(db):
         hot = replace(row, summary=replace(row.summary, zscore=-2.5, eg_pvalue=0.01))
         cold = replace(other, summary=replace(other.summary, zscore=1.9, eg_pvalue=0.01))
         assert hot.summary.signal and not cold.summary.signal
-        assert all(cell.style == "bold reverse" for cell in screen._cells(Line.of(hot)))
-        assert not any(cell.style for cell in screen._cells(Line.of(cold)))
+        assert Line.of(hot).row.marked and not Line.of(cold).row.marked
         screen.ranking = replace(screen.ranking, by_timeframe={"1s": (hot, cold)})
-        table = screen.query_one(DataTable)
-        await wait_until(lambda: sparkline(row.recent_z) in cells(table, 2), 5)
+        table = screen.query_one(PairTable)
+        await wait_until(lambda: [r.marked for r in table.rows] == [True, False], 5)
+        marked, plain = table.render_line(1), table.render_line(2)  # under the header
+        assert all(seg.style.bold and seg.style.reverse for seg in marked if seg.text.strip())
+        assert not any(seg.style.reverse for seg in plain)
+        assert sparkline(row.recent_z) in cells(table, 2)
         head = str(screen.query_one("#scanner-head").render())
         assert "1 with |z| ≥ 2 on a cointegrated pair" in head
         await pilot.press("q")
@@ -161,9 +173,9 @@ async def test_the_palette_edits_the_watchlist_and_sets_alerts_on_every_pair(db)
         await wait_until(lambda: app.snapshot is not None, 15)
         await pilot.press("w")  # one pair: it says so; two more symbols: six
         await wait_until(lambda: app.screen.ranking is not None, 15)
-        await wait_until(lambda: app.screen.query_one(DataTable).row_count == 1, 5)
+        await wait_until(lambda: len(app.screen.query_one(PairTable).rows) == 1, 5)
         await app.run_action("set_watchlist(('BTCUSDT', 'ETHUSDT', 'SOLUSDT', 'BNBUSDT'))")
-        await wait_until(lambda: app.screen.query_one(DataTable).row_count == 6, 15)
+        await wait_until(lambda: len(app.screen.query_one(PairTable).rows) == 6, 15)
         await pilot.press("escape")
 
         await app.run_action("add_alert('abs(z) > 0', True)")

@@ -75,6 +75,7 @@ TOO_SMALL = (40, 12)
 STALE_AFTER_S = 10.0  # connected, yet no trade for this long: say so
 ALERT_LOG = 50  # firings kept in the log panel
 TOASTS = 3  # toasts one update may raise; more firings than that share one
+CROWD_TOAST_S = 8.0  # and such a shared toast is raised at most this often
 
 
 def chart_specs(
@@ -273,6 +274,7 @@ class PairsApp(App[int]):
         self._quitting = False
         self._refreshing = self._again = False
         self._ranking = False  # a ranking of the watchlist is being computed
+        self._crowd_said = -1e9  # when many firings last shared a toast
         self.ranking: Ranking | None = None  # the last one
         self._timer: Timer | None = None
         self._events: deque[AlertEvent] = deque(maxlen=ALERT_LOG)  # the log panel's rows
@@ -482,12 +484,15 @@ class PairsApp(App[int]):
         if len(groups) > TOASTS:
             shown = [title.removeprefix("alert ") for title in groups]
             more = f" and {len(shown) - TOASTS} more" if len(shown) > TOASTS else ""
-            self.say(
-                f"{', '.join(shown[:TOASTS])}{more} (the alert panel lists each)",
-                title=f"alerts on {len(groups)} pairs",
-                severity="warning",
-                timeout=8,
-            )
+            now = time.monotonic()
+            if now - self._crowd_said >= CROWD_TOAST_S:  # else the panel and bell say it
+                self._crowd_said = now
+                self.say(
+                    f"{', '.join(shown[:TOASTS])}{more} (the alert panel lists each)",
+                    title=f"alerts on {len(groups)} pairs",
+                    severity="warning",
+                    timeout=CROWD_TOAST_S,
+                )
             groups = {}
         for title, lines in groups.items():
             self.say("\n".join(lines), title=title, severity="warning", timeout=8)
