@@ -20,7 +20,10 @@ Each run measures, one after the other:
               --sample pairs and extrapolated to all S(S-1)/2 pairs (--full times them all);
 * batched   - `pairs_tui.batched.cointegration_many` over all the pairs (the same five
               numbers and the ADF critical values);
-* big scan  - the batched scan of --big symbols (19,900 pairs for 200), no baseline.
+* big scan  - the batched scan of --big symbols (19,900 pairs for 200), no baseline;
+* whole     - `scan.rank_pairs` on the same closes as bar frames: every column of every
+              pair (the bars joined, z, corr, OLS and the batched tests), what `pairs-tui
+              scan` and the cockpit's scanner run, for S and for --big symbols.
 
 The ratio baseline/batched is taken per run. Before timing, the batched numbers of the
 sampled pairs are checked against statsmodels (same lags, statistics and p-values to 1e-6).
@@ -103,6 +106,38 @@ def time_batched(logs: np.ndarray, pairs: list[tuple[int, int]]) -> float:
     return time.perf_counter() - start
 
 
+def bar_frames(logs: np.ndarray) -> dict:
+    """The closes as one-minute bar frames of each symbol, as the store would give them."""
+    import polars as pl
+
+    from pairs_tui.bars import empty_bars
+
+    n = logs.shape[1]
+    ts = (1_735_689_600_000_000 // 60_000_000 + np.arange(n)) * 60_000_000
+    out = {}
+    for i, row in enumerate(logs):
+        close = np.exp(row)
+        frame = {"ts_us": ts, "open": close, "high": close, "low": close, "close": close}
+        frame |= {"volume": np.ones(n), "trades": np.ones(n, dtype=np.int64)}
+        out[f"S{i:03d}USDT"] = pl.DataFrame(frame).cast(empty_bars().schema)
+    return out
+
+
+def time_whole(frames: dict) -> float:
+    """`scan.rank_pairs`: every column of every pair (joins, z, corr, OLS, the batched
+    tests), what `pairs-tui scan` and the cockpit's scanner run on the bars."""
+    from pairs_tui.engine import PairView
+    from pairs_tui.model import StreamKind
+    from pairs_tui.scan import rank_pairs
+
+    symbols = list(frames)
+    view = PairView(symbols[0], symbols[1], "1m", 20, len(next(iter(frames.values()))))
+    now = int(next(iter(frames.values()))["ts_us"][-1]) + 120_000_000
+    start = time.perf_counter()
+    rank_pairs(frames, symbols, view, StreamKind.TRADE, now)
+    return time.perf_counter() - start
+
+
 def check_equal(logs: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[float, int, int]:
     """Batched against statsmodels on `pairs`: (max rel. difference, lag mismatches, coint.)"""
     from pairs_tui.batched import cointegration_many
@@ -155,21 +190,34 @@ def main() -> int:
         raise SystemExit("batched and statsmodels disagree")
 
     scale = len(pairs) / len(sample)
-    base, batch, big = [], [], []
+    base, batch, big, whole, whole_big = [], [], [], [], []
+    frames = bar_frames(logs)
+    big_frames = bar_frames(big_logs) if big_logs is not None else None
     for run in range(1, args.runs + 1):
         gc.collect()
         base.append(time_baseline(logs, sample) * scale)
         gc.collect()
         batch.append(time_batched(logs, pairs))
-        if big_logs is not None:
+        gc.collect()
+        whole.append(time_whole(frames))
+        if big_logs is not None and big_frames is not None:
             gc.collect()
             big.append(time_batched(big_logs, big_pairs))
+            gc.collect()
+            whole_big.append(time_whole(big_frames))
         print(
             f"run {run}: baseline {base[-1]:7.2f} s  batched {batch[-1]:6.3f} s  "
             f"ratio {base[-1] / batch[-1]:6.1f}" + (f"  big scan {big[-1]:6.2f} s" if big else ""),
             flush=True,
         )
-    return 0 if report(args, len(pairs), len(sample), base, batch, big, len(big_pairs)) else 1
+    ok = report(args, len(pairs), len(sample), base, batch, big, len(big_pairs))
+    med = statistics.median
+    print(
+        f"\nwhole scan (scan.rank_pairs, every column): {args.symbols} symbols {med(whole):.2f} s"
+    )
+    if whole_big:
+        print(f"whole scan: {args.big} symbols {med(whole_big):.2f} s (medians of {args.runs})")
+    return 0 if ok else 1
 
 
 def report(

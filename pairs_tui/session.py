@@ -96,7 +96,7 @@ class Session:
         self.watchlist = plan.watchlist
         self.scanning = False  # the scanner is on screen: rank even without a rule to feed
         self._ranker: WatchlistEngine | None = None
-        self._ranking: Ranking | None = None  # the last one alerts were evaluated on
+        self._ranking: Ranking | None = None  # the last one, as the alerts saw it
         self._stopped = False
         self.on_failure: Callable[[RecordingStopped], object] = lambda failure: None
         self.alerts = AlertBook()
@@ -195,16 +195,16 @@ class Session:
         )
 
     async def rank(self) -> Ranking | None:
-        """Every pair of the watchlist ranked at the view's timeframe, W and L (a new
-        ranking once a bar has closed), with what the watchlist's rules fired on it;
-        None when nothing asks for one (see `ranking_wanted`)."""
+        """A new ranking of every pair of the watchlist at the view's timeframe, W and L
+        (there is one once a bar has closed), with what the watchlist's rules fired on
+        it; None when there is no new one, or nothing asks for one (`ranking_wanted`)."""
         assert self._ranker is not None and self.store is not None, "start() first"
         if not self.ranking_wanted():
             return None
         timeframes = {r.timeframe for r in self.alerts.rules.values() if r.on_watchlist}
         ranking = await self._ranker.refresh(self.watchlist, self.view, timeframes)
         if ranking is None or ranking is self._ranking:
-            return ranking
+            return None
         self._ranking = ranking
         pairs: dict[tuple[str, str], dict[str, Summary]] = {}
         for tf, rows in ranking.by_timeframe.items():

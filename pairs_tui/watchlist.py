@@ -2,8 +2,8 @@
 the alerts set on the whole watchlist).
 
 The symbols' bars are kept current from the store as the pair's are (`BarSet`: only new
-trades folded in), at the timeframes wanted; the pairs are ranked again, in a worker
-thread, only when a bar has closed (at most every `RANK_EVERY_S`). A ranking is
+trades folded in), at the timeframes wanted; the pairs are ranked again, off the event
+loop, only when a bar has closed (at most every `RANK_EVERY_S`). A ranking is
 `pairs-tui scan`'s (`scan.rank_pairs`, the tests batched across pairs) over the same
 bars, so a row's numbers are the ones `scan` prints for the store cut at the same moment.
 """
@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from multiprocessing import get_context, resource_tracker
 
 import polars as pl
@@ -29,6 +29,7 @@ from pairs_tui.scan import ScanRow, rank_pairs
 from pairs_tui.store import TickStore
 
 RANK_EVERY_S = 2.0  # the least time between two rankings: a 1s view recomputes this often
+PROCESS_PAIRS = 100  # rankings of more pairs run in a worker process: no GIL shared
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +45,6 @@ class Ranking:
     @property
     def rows(self) -> tuple[ScanRow, ...]:
         return self.by_timeframe[self.view.timeframe]
-
-
-PROCESS_PAIRS = 100  # rankings of more pairs run in a worker process: no GIL shared
 
 
 def rank_frames(
@@ -97,7 +95,6 @@ def _frames(bars: BarSet) -> dict[str, pl.DataFrame]:
     return out
 
 
-@dataclass
 class WatchlistEngine:
     """Ranks the watchlist's pairs from the store, again whenever a bar closes.
 
@@ -106,14 +103,15 @@ class WatchlistEngine:
     ranking of more than PROCESS_PAIRS pairs runs in a worker process (started at the
     first, stopped by `close`), so the screen's thread never waits for the GIL."""
 
-    store: TickStore
-    kind: StreamKind = StreamKind.TRADE
-    _bars: dict[str, BarSet] = field(default_factory=dict)
-    _last: Ranking | None = None
-    _key: tuple[object, object] = (None, None)  # what the last ranking was computed on
-    _ranked_at: float = -1e9
-    _due: tuple[object, object] = (None, None)  # the bars closed and history when last looked
-    _pool: ProcessPoolExecutor | None = None
+    def __init__(self, store: TickStore, kind: StreamKind = StreamKind.TRADE) -> None:
+        self.store = store
+        self.kind = kind
+        self._bars: dict[str, BarSet] = {}
+        self._last: Ranking | None = None
+        self._key: tuple[object, object] = (None, None)  # what the last one was made of
+        self._ranked_at = -1e9
+        self._due: tuple[object, object] = (None, None)  # bars closed, history: last look
+        self._pool: ProcessPoolExecutor | None = None
 
     async def refresh(
         self,
@@ -148,7 +146,10 @@ class WatchlistEngine:
             self._due = (due, revs)
         cuts = [await self._bars[tf].update(now) for tf in wanted]
         cut = min(cuts)  # the same moment for all (each set settles on the same clock)
-        moment = (tuple(cut // TIMEFRAMES[tf] for tf in wanted), self.store_revs(wanted))
+        moment = (
+            tuple(cut // TIMEFRAMES[tf] for tf in wanted),
+            tuple(self._bars[tf].revs for tf in wanted),
+        )
         if last is not None and self._key == (shape, moment):
             return last
         frames = {tf: await asyncio.to_thread(_frames, self._bars[tf]) for tf in wanted}
@@ -167,9 +168,6 @@ class WatchlistEngine:
         self._key, self._ranked_at = (shape, moment), clock
         self._last = Ranking(view, symbols, ranked, cut)
         return self._last
-
-    def store_revs(self, timeframes: Iterable[str]) -> tuple[tuple[int, int], ...]:
-        return tuple(self._bars[tf].revs for tf in timeframes)
 
     def close(self) -> None:
         """Stop the worker process, if one was started."""

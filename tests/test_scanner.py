@@ -32,7 +32,7 @@ from pairs_tui.ui import app as ui
 from pairs_tui.ui.app import PairsApp
 from pairs_tui.ui.commands import interpret
 from pairs_tui.ui.pair_table import PairTable
-from pairs_tui.ui.scanner import Line, ScannerScreen, sparkline
+from pairs_tui.ui.scanner import ScannerScreen, sparkline
 from pairs_tui.watchlist import WatchlistEngine
 
 pytestmark = pytest.mark.server
@@ -77,7 +77,7 @@ async def shows(table: PairTable, pairs: list[str]) -> None:
     await wait_until(lambda: cells(table, 0) == pairs, 5)
 
 
-async def test_w_ranks_every_pair_as_scan_does_sorts_and_enter_opens_one(db):
+async def test_w_ranks_every_pair_as_scan_does_sorts_marks_and_opens_one(db):
     app = replay(db)
     async with app.run_test(size=(180, 40)) as pilot:
         await wait_until(lambda: app.snapshot is not None, 15)
@@ -135,26 +135,15 @@ async def test_w_ranks_every_pair_as_scan_does_sorts_and_enter_opens_one(db):
         await pilot.click(PairTable, offset=(2, 4))
         await wait_until(lambda: app.session.view.symbols == clicked, 5)
 
-        await pilot.press("w")
-        assert isinstance(app.screen, ScannerScreen)
-        await pilot.press("escape")
-        assert not isinstance(app.screen, ScannerScreen) and not app.session.scanning
-        await pilot.press("q")
-    assert app.return_value == 0
-
-
-async def test_a_signal_row_is_highlighted_and_the_sparkline_follows_z(db):
-    app = replay(db)
-    async with app.run_test(size=(180, 40)) as pilot:
-        await pilot.press("w")
+        await pilot.press("w")  # a signal row is marked, and counted in the head line
         screen = app.screen
-        await wait_until(lambda: screen.ranking is not None, 15)
-        row, other = screen.ranking.rows[:2]
+        app.session.scanning = False  # no new ranking over the one made up below
+        await wait_until(lambda: screen.ranking is not None and not app._ranking, 10)
+        row, other = ranking.rows[:2]
         hot = replace(row, summary=replace(row.summary, zscore=-2.5, eg_pvalue=0.01))
         cold = replace(other, summary=replace(other.summary, zscore=1.9, eg_pvalue=0.01))
         assert hot.summary.signal and not cold.summary.signal
-        assert Line.of(hot).row.marked and not Line.of(cold).row.marked
-        screen.ranking = replace(screen.ranking, by_timeframe={"1s": (hot, cold)})
+        screen.ranking = replace(ranking, by_timeframe={ranking.view.timeframe: (hot, cold)})
         table = screen.query_one(PairTable)
         await wait_until(lambda: [r.marked for r in table.rows] == [True, False], 5)
         marked, plain = table.render_line(1), table.render_line(2)  # under the header
@@ -163,7 +152,10 @@ async def test_a_signal_row_is_highlighted_and_the_sparkline_follows_z(db):
         assert sparkline(row.recent_z) in cells(table, 2)
         head = str(screen.query_one("#scanner-head").render())
         assert "1 with |z| ≥ 2 on a cointegrated pair" in head
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ScannerScreen) and not app.session.scanning
         await pilot.press("q")
+    assert app.return_value == 0
     assert sparkline([-3.0, -1.0, 0.0, 1.0, 3.0, 9.0, float("nan")]) == "▁▃▅▆██ "
 
 

@@ -410,7 +410,7 @@ class PairsApp(App[int]):
             return
         finally:
             self._ranking = False
-        if ranking is None or ranking is self.ranking:
+        if ranking is None:  # nothing new
             return
         self.ranking = ranking
         if ranking.fired:
