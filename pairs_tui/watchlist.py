@@ -30,6 +30,7 @@ from pairs_tui.store import TickStore
 
 RANK_EVERY_S = 2.0  # the least time between two rankings: a 1s view recomputes this often
 PROCESS_PAIRS = 100  # rankings of more pairs run in a worker process: no GIL shared
+SHAPE_SETTLE_S = 0.5  # a new timeframe, W, L or watchlist is ranked once it stayed this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ class WatchlistEngine:
         self._key: tuple[object, object] = (None, None)  # what the last one was made of
         self._ranked_at = -1e9
         self._due: tuple[object, object] = (None, None)  # bars closed, history: last look
+        self._pending: tuple[object, float] = (None, 0.0)  # a new shape, and since when
         self._pool: ProcessPoolExecutor | None = None
 
     async def refresh(
@@ -134,8 +136,15 @@ class WatchlistEngine:
             if tf not in self._bars:
                 self._bars[tf] = BarSet(self.store, self.kind, symbols, (tf,), view.keep)
         now = now_us if now_us is not None else time.time_ns() // 1000
-        shape = (view, wanted, symbols)  # a change of these is ranked at once
+        shape = (view.timeframe, view.window, view.lookback, wanted, symbols)
         clock, last = time.monotonic(), self._last
+        if last is not None and self._key[0] != shape:
+            # ranked again once the view has stayed put SHAPE_SETTLE_S: keys pressed in a
+            # row (1 2 1 2) start one ranking, not one each
+            if self._pending[0] != shape:
+                self._pending = (shape, clock)
+            if clock - self._pending[1] < SHAPE_SETTLE_S:
+                return last
         if last is not None and self._key[0] == shape:
             # nothing to rank before a bar closes: the trades wait in the store till then
             # (what this costs is one query, not one per symbol)

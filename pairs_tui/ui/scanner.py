@@ -23,6 +23,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from pairs_tui.analytics import Z_ENTRY
 from pairs_tui.scan import SPARK_BARS, ScanRow
 from pairs_tui.session import Ranking
 from pairs_tui.ui.pair_table import Column, PairTable, Row
@@ -171,7 +172,7 @@ class ScannerScreen(Screen[None]):
                     f"{len(ranking.rows):,} pairs of {len(ranking.symbols)} symbols, "
                     f"{view.timeframe} bars, W={view.window}, L={view.lookback}; "
                     f"sorted by {label} {order}; ",
-                    (f"{hot} with |z| ≥ 2 on a cointegrated pair", "bold" if hot else ""),
+                    (f"{hot} with |z| ≥ {Z_ENTRY:g} on a cointegrated pair", "bold" * bool(hot)),
                 )
             )
         if ranking is None:
