@@ -97,7 +97,7 @@ def drawn(lines: list[str]) -> bool:
     return "z-score (W=3)" in screen and "Collecting" not in screen and "UTC" in screen
 
 
-@pytest.mark.parametrize(("cols", "rows"), [(80, 24), (120, 40), (200, 60)])
+@pytest.mark.parametrize(("cols", "rows"), [(80, 24), (200, 60)])  # the smallest, a large one
 def test_the_z_lines_sit_on_rows_labelled_2_at_every_size(tmp_path, isolated_home, cols, rows):
     argv = [sys.executable, "-m", "pairs_tui", "btcusdt", "ethusdt", "--demo"]
     argv += ["--db", str(tmp_path / "t.db"), "--timeframe", "1s", "--window", "3"]

@@ -247,7 +247,7 @@ def test_watch_prints_each_watchlist_pair_once_from_flag_and_config(db, tmp_path
     config = tmp_path / "rules.toml"
     config.write_text('[[alerts]]\nrule = "abs(z) > 0"\npair = "watchlist"\ntimeframe = "1s"\n')
     args = ["watch", "--watchlist", ",".join(SYMBOLS[1:]), "--no-feed", "--db", str(db)]
-    args += ["--timeframe", "1s", "--window", "5", "--lookback", "120", "--duration", "3"]
+    args += ["--timeframe", "1s", "--window", "5", "--lookback", "120", "--duration", "2"]
     for extra in (["--alert", "abs(z) > 0"], ["--config", str(config)]):
         with pytest.raises(SystemExit) as done:
             main([*args, *extra])
