@@ -74,10 +74,12 @@ async def write_trades(store: TickStore, trades: list[DemoTrade]) -> None:
     )
 
 
-async def store_tape(db_path: Path, seconds: float, seed: int = 1) -> None:
-    """A tick store holding `seconds` of the fixed demo tape of BTCUSDT and ETHUSDT."""
+async def store_tape(
+    db_path: Path, seconds: float, seed: int = 1, symbols: tuple[str, ...] = PAIR
+) -> None:
+    """A tick store holding `seconds` of the fixed demo tape of the symbols."""
     async with await TickStore.open(db_path) as store:
-        await write_trades(store, market(seed).advance_to(seconds))
+        await write_trades(store, market(seed, symbols).advance_to(seconds))
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -10,12 +10,11 @@ import io
 import json
 
 import pytest
-from conftest import market, write_trades
+from conftest import store_tape
 
 from pairs_tui.cli import main
 from pairs_tui.model import MAX_SYMBOLS
 from pairs_tui.scan import COLUMNS
-from pairs_tui.store import TickStore
 
 pytestmark = pytest.mark.server
 
@@ -28,11 +27,7 @@ def store(tmp_path_factory):
     """Ten minutes of the fixed demo tape of four symbols (every bar closed long ago)."""
     db = tmp_path_factory.mktemp("scan") / "ticks.db"
 
-    async def fill() -> None:
-        async with await TickStore.open(db) as s:
-            await write_trades(s, market(seed=2, symbols=SYMBOLS).advance_to(600))
-
-    asyncio.run(fill())
+    asyncio.run(store_tape(db, 600, seed=2, symbols=SYMBOLS))
     return db
 
 

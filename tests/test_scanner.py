@@ -17,7 +17,7 @@ from itertools import combinations
 
 import numpy as np
 import pytest
-from conftest import market, wait_until, write_trades
+from conftest import store_tape, wait_until
 
 from pairs_tui import watchlist
 from pairs_tui.alerts import WATCHLIST
@@ -46,11 +46,7 @@ def tape(tmp_path_factory):
     """Ten minutes of the fixed demo tape of four symbols."""
     db = tmp_path_factory.mktemp("watchlist") / "ticks.db"
 
-    async def fill() -> None:
-        async with await TickStore.open(db) as s:
-            await write_trades(s, market(seed=2, symbols=SYMBOLS).advance_to(600))
-
-    asyncio.run(fill())
+    asyncio.run(store_tape(db, 600, seed=2, symbols=SYMBOLS))
     return db
 
 
