@@ -8,6 +8,7 @@ from dataclasses import asdict
 import pytest
 from conftest import REPO
 
+from pairs_tui.alerts import WATCHLIST
 from pairs_tui.config import Config, ConfigError, apply, load_config, user_config_path
 
 pytestmark = pytest.mark.unit
@@ -26,7 +27,12 @@ def test_documented_config_toml_equals_the_built_in_defaults():
     commented = text[text.index("# [[alerts]]") :].splitlines()
     example = "\n".join(line.removeprefix("#").strip() for line in commented)
     rules = apply(Config(), tomllib.loads(example), "config.toml")
-    assert [a.rule for a in rules.alerts] == ["abs(z) > 2 cooldown 5m", "corr < 0.6"]
+    assert [a.rule for a in rules.alerts] == [
+        "abs(z) > 2 cooldown 5m",
+        "corr < 0.6",
+        "abs(z) > 2 and adf_p < 0.05",
+    ]
+    assert rules.alerts[2].pair == WATCHLIST
 
 
 def test_layers_apply_in_order(tmp_path):
@@ -56,6 +62,16 @@ def test_layers_apply_in_order(tmp_path):
         ("[feed]\nbackoff_max = 0\n", "'feed.backoff_max' must be greater than 0"),
         ('feed = "x"\n', "'feed' must be a table"),
         ("[feed]\nstale_after = \n", "invalid TOML: Invalid value (at line 2, column 15)"),
+        ('[watchlist]\nsymbols = "btcusdt"\n', "'watchlist.symbols' must be a list of strings"),
+        ("[watchlist]\nsymbols = [1, 2]\n", "'watchlist.symbols' must be a list of strings"),
+        (
+            '[watchlist]\nsymbols = ["btcusdt", "btc-usdt"]\n',
+            "'watchlist.symbols' is not a watchlist: invalid symbol btc-usdt",
+        ),
+        (
+            '[[alerts]]\nrule = "z > 2"\npair = "everything"\n',
+            'alerts #1: pair must be two symbols, like ["btcusdt", "ethusdt"], or "watchlist"',
+        ),
     ],
 )
 def test_bad_files_name_the_key_and_the_file(tmp_path, text, message):
