@@ -13,6 +13,7 @@ import io
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -750,13 +751,18 @@ def scan(
     path = (_db_path if backfill else _existing_db)(config, db, demo=demo)
     if backfill:
         asyncio.run(_check_store(path, "demo" if demo else "live"))
-    fetch = (None if demo else config.feed.rest_url) if backfill else ""
+    fetch = _BackfillFrom(None if demo else config.feed.rest_url) if backfill else None
     try:
         asyncio.run(_scan(path, names, view, config, fmt, output, top, fetch))
     except UnknownSymbol as exc:
         raise UsageProblem(str(exc)) from None
     except OSError as exc:
         raise RuntimeProblem(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
+@dataclass(frozen=True)
+class _BackfillFrom:
+    rest_url: str | None  # None: an embedded demo server
 
 
 async def _backfill(
@@ -818,10 +824,9 @@ async def _scan(
     fmt: str,
     output: str,
     top: int | None,
-    fetch: str | None,
+    fetch: _BackfillFrom | None,
 ) -> None:
-    """`fetch`: "" to scan the store as it is; else a REST URL to backfill from first
-    (None: the embedded demo server's)."""
+    """The scan, after fetching history into the store when `fetch` says where from."""
     import time
 
     from rich.console import Console
@@ -832,8 +837,8 @@ async def _scan(
     from pairs_tui.store import TickStore
 
     shown = sys.stderr.isatty()
-    if fetch != "":
-        await _backfill(path, names, view, config.stream_kind, fetch, shown)
+    if fetch is not None:
+        await _backfill(path, names, view, config.stream_kind, fetch.rest_url, shown)
     with Progress(
         TextColumn("scanning"),
         BarColumn(),
