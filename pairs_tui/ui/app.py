@@ -483,7 +483,7 @@ class PairsApp(App[int]):
             )
         if len(groups) > TOASTS:
             shown = [title.removeprefix("alert ") for title in groups]
-            more = f" and {len(shown) - TOASTS} more" if len(shown) > TOASTS else ""
+            more = f" and {len(shown) - TOASTS} more"
             now = time.monotonic()
             if now - self._crowd_said >= CROWD_TOAST_S:  # else the panel and bell say it
                 self._crowd_said = now
