@@ -41,6 +41,7 @@ from pairs_tui.store import STORE_ERRORS, StoreError, default_db_path
 
 if TYPE_CHECKING:
     from pairs_tui.alerts import RuleSpec
+    from pairs_tui.backtest import BacktestParams
     from pairs_tui.engine import PairView
     from pairs_tui.model import StreamKind
     from pairs_tui.session import SessionPlan
@@ -315,6 +316,19 @@ def _view(config: Config, symbol_a: str, symbol_b: str) -> PairView:
         raise UsageProblem(str(exc)) from None
 
 
+def _whole_bars(
+    since: str | None, until: str | None, view: PairView
+) -> tuple[int | None, int | None]:
+    """--from and --to as times, in whole bars: a bar cut by them would lie."""
+    since_us, until_us = _time(since, "--from"), _time(until, "--to")
+    tf = view.tf_us
+    if since_us is not None:
+        since_us = -(-since_us // tf) * tf
+    if until_us is not None:
+        until_us = until_us // tf * tf
+    return since_us, until_us
+
+
 def _time(value: str | None, flag: str) -> int | None:
     from pairs_tui.export import parse_time
 
@@ -582,12 +596,7 @@ def export(
     )
     view = _view(config, symbol_a, symbol_b)
     _check_output(output)
-    since_us, until_us = _time(since, "--from"), _time(until, "--to")
-    tf = view.tf_us
-    if since_us is not None:  # whole bars only: a bar cut by --from/--to would lie
-        since_us = -(-since_us // tf) * tf
-    if until_us is not None:
-        until_us = until_us // tf * tf
+    since_us, until_us = _whole_bars(since, until, view)
     if asof is not None:
         if until is not None:
             raise UsageProblem("give --to or --asof, not both")
@@ -874,6 +883,122 @@ async def _scan(
     else:
         write_atomically(Path(output).expanduser(), lambda fh: fh.write(text))
         click.echo(f"wrote {output}", err=True)
+
+
+@cli.command()
+@click.argument("symbol_a")
+@click.argument("symbol_b")
+@with_view_options
+@click.option("--entry", type=float, default=2.0, show_default=True, help="Enter at |z| >= E.")
+@click.option("--exit", "exit_", type=float, default=0.5, show_default=True, help="Exit at X.")
+@click.option(
+    "--stop", type=float, default=0.0, show_default=True, help="Stop at |z| >= S; 0: none."
+)
+@click.option("--fee-bps", type=float, default=0.0, show_default=True, help="Fee per leg, bps.")
+@click.option(
+    "--hedge",
+    type=click.Choice(["rolling", "static", "kalman"]),
+    default="rolling",
+    show_default=True,
+    help="Hedge ratio: OLS over the last L bars, one OLS over all (look-ahead), or Kalman.",
+)
+@click.option("--delta", type=float, default=1e-4, show_default=True, help="Kalman state noise.")
+@click.option("--ve", type=float, default=1e-3, show_default=True, help="Kalman observation noise.")
+@click.option("--from", "since", help="Start time, ISO-8601 (UTC unless stated).")
+@click.option("--to", "until", help="End time (exclusive), ISO-8601.")
+@click.option(
+    "-o", "--output", "out_dir", required=True, help="Directory for trades, equity, summary."
+)
+@click.option("--stream", type=click.Choice(["trade", "aggTrade"]), help="Which trades to use.")
+@db_option
+@config_option
+def backtest(
+    symbol_a: str,
+    symbol_b: str,
+    timeframe: str | None,
+    window: int | None,
+    lookback: int | None,
+    entry: float,
+    exit_: float,
+    stop: float,
+    fee_bps: float,
+    hedge: str,
+    delta: float,
+    ve: float,
+    since: str | None,
+    until: str | None,
+    out_dir: str,
+    stream: str | None,
+    db: Path | None,
+    config_file: Path | None,
+) -> None:
+    """Trade the pair's z-score on the stored bars: enter at |z| >= E, exit at X, stop at S,
+    fills at the next bar's open, fees on both legs. Writes trades.csv, equity.csv and
+    summary.json into the directory -o, and prints the summary."""
+    from pairs_tui.backtest import BacktestParams
+
+    config = _config(
+        config_file,
+        view={"timeframe": timeframe, "window": window, "lookback": lookback},
+        feed={"stream": stream},
+    )
+    view = _view(config, symbol_a, symbol_b)
+    try:
+        params = BacktestParams(
+            view.window, view.lookback, entry, exit_, stop, fee_bps, hedge, delta, ve
+        )
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from None
+    target = Path(out_dir).expanduser()
+    if not target.is_dir():
+        raise UsageProblem(f"-o {out_dir}: no such directory: create it first")
+    since_us, until_us = _whole_bars(since, until, view)
+    if since_us is not None and until_us is not None and since_us >= until_us:
+        raise UsageProblem(f"--from {since} is not before --to {until}")
+    path = _existing_db(config, db)
+    try:
+        asyncio.run(_backtest(path, view, config.stream_kind, params, target, (since_us, until_us)))
+    except OSError as exc:
+        raise RuntimeProblem(f"cannot write into {out_dir}: {exc.strerror or exc}") from None
+
+
+async def _backtest(
+    path: Path,
+    view: PairView,
+    kind: StreamKind,
+    params: BacktestParams,
+    target: Path,
+    span: tuple[int | None, int | None],
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pairs_tui.backtest import backtest, too_few_bars
+    from pairs_tui.backtest_files import load_bars, summary_dict, write
+    from pairs_tui.store import TickStore
+
+    async with await TickStore.open(path, readonly=True) as store:
+        bars = await load_bars(store, view, kind, since_us=span[0], until_us=span[1])
+    if (problem := too_few_bars(len(bars), params)) is not None:
+        raise UsageProblem(f"{view.symbol_a}/{view.symbol_b} {view.timeframe}: {problem}")
+    result = await asyncio.to_thread(backtest, bars, params, view.tf_us)
+    written = await asyncio.to_thread(write, target, result, bars, params, view, kind, span)
+    click.echo(
+        f"{view.symbol_a}/{view.symbol_b} {view.timeframe} W={view.window} L={view.lookback},"
+        f" {params.hedge} hedge, entry {params.entry:g} exit {params.exit:g}"
+        f" stop {params.stop:g}, fee {params.fee_bps:g} bps, {len(bars):,} bars"
+    )
+    table = Table()
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in summary_dict(result).items():
+        shown = "-" if value is None else f"{value:.4g}" if isinstance(value, float) else value
+        table.add_row(name, str(shown))
+    Console().print(table)
+    if result.summary.look_ahead:
+        click.echo("look-ahead: the static hedge is fitted on every bar, the future included")
+    for item in written:
+        click.echo(f"wrote {item}", err=True)
 
 
 @cli.command("alerts")

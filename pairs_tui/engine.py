@@ -215,20 +215,21 @@ class SymbolBars:
 
 
 def join_bars(bars_a: pl.DataFrame, bars_b: pl.DataFrame) -> pl.DataFrame:
-    """The pair series: bars inner-joined on open time, oldest first (with `rest`, true
-    where either side holds history, when the bars say). Each side has one bar per open
+    """The pair series: bars inner-joined on open time, oldest first: open, close and
+    trades of each side (with `rest`, true where either side holds history, when the bars
+    say). Each side has one bar per open
     time, so the join is an intersection of sorted keys: numpy does it in microseconds,
     where a polars join costs a millisecond (a scan makes one per pair)."""
     ts_a, ts_b = bars_a["ts_us"].to_numpy(), bars_b["ts_us"].to_numpy()
     ts, ia, ib = np.intersect1d(ts_a, ts_b, assume_unique=True, return_indices=True)
     columns: dict[str, object] = {"ts_us": ts}
     for suffix, bars, index in (("", bars_a, ia), ("_b", bars_b, ib)):
-        columns["close" + suffix] = bars["close"].to_numpy()[index]
-        columns["trades" + suffix] = bars["trades"].to_numpy()[index]
+        for name in ("open", "close", "trades"):
+            columns[name + suffix] = bars[name].to_numpy()[index]
     if "rest" in bars_a.columns:
         columns["rest"] = bars_a["rest"].to_numpy()[ia] | bars_b["rest"].to_numpy()[ib]
-    order = ["ts_us", "close", "trades", *(["rest"] if "rest" in columns else []), "close_b"]
-    return pl.DataFrame({name: columns[name] for name in [*order, "trades_b"]})
+    order = ["ts_us", "open", "close", "trades", *(["rest"] if "rest" in columns else [])]
+    return pl.DataFrame({name: columns[name] for name in [*order, "open_b", "close_b", "trades_b"]})
 
 
 def closed_bar_tests(joined: pl.DataFrame) -> Cointegration | None:

@@ -1,0 +1,119 @@
+"""`pairs-tui backtest` on a real store: its files hold what `backtest.py` computes on the
+bars `pairs-tui export --what bars` gives for the same pair (an independent read of the
+store), with the columns pinned, sidecars beside them, and bad input one line, exit 2."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import store_tape
+
+from pairs_tui.backtest import BacktestParams, PairBars, backtest
+from pairs_tui.cli import main
+from pairs_tui.model import iso
+
+pytestmark = pytest.mark.server
+
+VIEW = ("--timeframe", "1s", "--window", "10", "--lookback", "100")
+RULE = ("--entry", "1.5", "--exit", "0", "--stop", "3", "--fee-bps", "2")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Ten minutes of the fixed demo tape of BTCUSDT and ETHUSDT."""
+    db = tmp_path_factory.mktemp("backtest") / "ticks.db"
+    asyncio.run(store_tape(db, 600, seed=3))
+    return db
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    out = capsys.readouterr()
+    return done.value.code, out.out, out.err
+
+
+def exported_bars(store, tmp_path, capsys) -> PairBars:
+    """The pair's joined bars, read through `pairs-tui export --what bars`."""
+    out = tmp_path / "bars.csv"
+    args = ["export", "btcusdt", "ethusdt", *VIEW, "--what", "bars", "-o", str(out)]
+    code, _, err = run([*args, "--db", str(store)], capsys)
+    assert code == 0, err
+    bars = pl.read_csv(out)
+    a, b = (bars.filter(pl.col("symbol") == s) for s in ("BTCUSDT", "ETHUSDT"))
+    joined = a.join(b, on="ts", suffix="_b").sort("ts")
+    ts = [int(pl.Series([t]).str.to_datetime().dt.epoch("us")[0]) for t in joined["ts"]]
+    return PairBars(
+        np.array(ts, dtype=np.int64),
+        *(joined[c].to_numpy().astype(float) for c in ("open", "close", "open_b", "close_b")),
+    )
+
+
+@pytest.mark.parametrize("hedge", ["rolling", "static", "kalman"])
+def test_the_files_hold_the_backtest_of_the_exported_bars(store, tmp_path, capsys, hedge):
+    out = tmp_path / hedge
+    out.mkdir()
+    args = ["backtest", "btcusdt", "ethusdt", *VIEW, *RULE, "--hedge", hedge]
+    code, printed, err = run([*args, "-o", str(out), "--db", str(store)], capsys)
+    assert code == 0, err
+    bars = exported_bars(store, tmp_path, capsys)
+    expected = backtest(bars, BacktestParams(10, 100, 1.5, 0.0, 3.0, 2.0, hedge), 1_000_000)
+    assert expected.trades, "the tape should trade at |z| >= 1.5"
+
+    with (out / "trades.csv").open() as fh:
+        trades = list(csv.DictReader(fh))
+    assert list(trades[0]) == [
+        "side", "signal_ts", "entry_ts", "exit_ts", "beta", "entry_a", "entry_b",
+        "exit_a", "exit_b", "reason", "gross", "fees", "net",
+    ]  # fmt: skip
+    assert len(trades) == len(expected.trades)
+    for row, trade in zip(trades, expected.trades, strict=True):
+        assert int(row["side"]) == trade.side and row["reason"] == trade.reason
+        assert row["entry_ts"] == iso(trade.entry_ts) and row["exit_ts"] == iso(trade.exit_ts)
+        for name in ("beta", "entry_a", "exit_b", "gross", "fees", "net"):
+            assert float(row[name]) == pytest.approx(getattr(trade, name), rel=1e-12), name
+
+    equity = pl.read_csv(out / "equity.csv")
+    assert equity.columns == ["ts", "position", "equity", "z", "beta"]
+    assert equity.height == len(bars)
+    assert np.allclose(equity["equity"].to_numpy(), expected.curve.equity, rtol=1e-12)
+    assert equity["position"][-1] == 0  # closed at the end
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == [
+        "trades", "win_rate", "total_pnl", "max_drawdown", "sharpe", "exposure", "look_ahead",
+    ]  # fmt: skip
+    assert summary["trades"] == len(trades)
+    assert math.isclose(summary["total_pnl"], sum(float(r["net"]) for r in trades), rel_tol=1e-9)
+    assert summary["look_ahead"] is (hedge == "static")
+    assert ("look-ahead" in printed) is (hedge == "static")
+    sidecar = json.loads((out / "trades.csv.meta.json").read_text())
+    assert sidecar["backtest"]["hedge"] == hedge and sidecar["pair"] == ["BTCUSDT", "ETHUSDT"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (("--entry", "0.5", "--exit", "1"), "entry must be above exit: entry 0.5, exit 1"),
+        (("--fee-bps", "-1"), "fee_bps must not be negative"),
+        (("--hedge", "ridge"), "Invalid value for '--hedge'"),
+        (("--lookback", "5000"), "needs at least 5001"),
+        (
+            ("--from", "2025-01-01T00:05:00Z", "--to", "2025-01-01T00:01:00Z"),
+            "--from 2025-01-01T00:05:00Z is not before --to",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(store, tmp_path, capsys, extra, says):
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["backtest", "btcusdt", "ethusdt", *VIEW, *extra, "-o", str(out)]
+    code, _, err = run([*args, "--db", str(store)], capsys)
+    assert code == 2 and err.count("\n") == 1 and says in err, err
+    assert not list(out.iterdir())  # nothing written
