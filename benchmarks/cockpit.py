@@ -165,29 +165,36 @@ class Bench:
             config.write_text(f"[demo]\nrate = {rate!r}\n")
             yield ["--demo", "--seed", str(SEED), "--config", str(config)], lambda: 0.0
             return
-        options = ("--port", "0", "--seed", str(SEED), "--rate", str(rate))
-        server = subprocess.Popen(
-            [sys.executable, "-m", "pairs_tui", "demo-server", *options],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            assert server.stdout is not None
-            line = server.stdout.readline()
-            match = re.search(r"ws://\S+", line)
-            if match is None:
-                raise SystemExit(f"demo-server did not start: {line!r}")
+        with demo_server(self.env, rate) as (ws_url, _, pid):
             # the steady state is the subject: no REST history (benchmarks/history.py)
-            yield ["--ws-url", match.group(0), "--no-backfill"], lambda: cpu_seconds(server.pid)
-        finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            yield ["--ws-url", ws_url, "--no-backfill"], lambda: cpu_seconds(pid)
+
+
+@contextlib.contextmanager
+def demo_server(env: dict[str, str], rate: float) -> Iterator[tuple[str, str, int]]:
+    """A `pairs-tui demo-server` process: its WebSocket and REST URLs, and its pid."""
+    options = ("--port", "0", "--seed", str(SEED), "--rate", str(rate))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pairs_tui", "demo-server", *options],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        said = server.stdout.readline() + server.stdout.readline()  # the URLs, then how
+        ws, rest = re.search(r"ws://\S+", said), re.search(r"http://\S+", said)
+        if ws is None or rest is None:
+            raise SystemExit(f"demo-server did not start: {said!r}")
+        yield ws.group(0), rest.group(0), server.pid
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -40,14 +40,14 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from cockpit import demo_server  # the same demo-server process as the cockpit benchmark
 from ptyterm import PtyTerminal  # the one pty driver, shared with the tests
 
 from pairs_tui.feed.demo_rest import DEMO_SYMBOLS
@@ -60,33 +60,6 @@ VIEW = ("--timeframe", "1s", "--window", "20", "--lookback", "600")
 READY_TIMEOUT, KEY_TIMEOUT = 120.0, 2.0
 TARGET_P95_MS = 100.0
 VARIANTS = ("baseline", "watchlist", "scanner")
-
-
-@contextlib.contextmanager
-def demo_server(env: dict[str, str], rate: float) -> Iterator[tuple[str, str]]:
-    """A `pairs-tui demo-server` process: its WebSocket and REST URLs."""
-    options = ("--port", "0", "--seed", str(SEED), "--rate", str(rate))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pairs_tui", "demo-server", *options],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline() + server.stdout.readline()  # the URLs, then how
-        ws, rest = re.search(r"ws://\S+", line), re.search(r"http://\S+", line)
-        if ws is None or rest is None:
-            raise SystemExit(f"demo-server did not start: {line!r}")
-        yield ws.group(0), rest.group(0)
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def header_shows(timeframe: str) -> Callable[[list[str]], bool]:
@@ -119,7 +92,7 @@ def measure(variant: str, args: argparse.Namespace, tmp: Path, env: dict[str, st
     config.write_text(text)
     pauses = random.Random(SEED)
     latencies = []
-    with demo_server(env, args.rate) as (ws, rest):
+    with demo_server(env, args.rate) as (ws, rest, _):
         argv = [sys.executable, "-m", "pairs_tui", *PAIR, *VIEW, "--ws-url", ws]
         argv += ["--rest-url", rest, "--db", str(tmp / f"{variant}.db"), "--config", str(config)]
         with PtyTerminal(argv, cols=COLS, rows=ROWS, env=env, keep_transcript=False) as term:

@@ -91,6 +91,16 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> No
         await asyncio.sleep(0.01)
 
 
+def run_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`pairs-tui ARGS` in this process: exit code, stdout, stderr."""
+    from pairs_tui.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    out = capsys.readouterr()
+    return done.value.code, out.out, out.err
+
+
 def cli_env(home: Path) -> dict[str, str]:
     loopback_only(home)
     env = dict(os.environ)

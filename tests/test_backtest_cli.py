@@ -12,6 +12,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from conftest import run_in_process as run
 from conftest import store_tape
 
 from pairs_tui.backtest import BacktestParams, PairBars, backtest
@@ -32,37 +33,34 @@ def store(tmp_path_factory):
     return db
 
 
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main(args)
-    out = capsys.readouterr()
-    return done.value.code, out.out, out.err
-
-
-def exported_bars(store, tmp_path, capsys) -> PairBars:
-    """The pair's joined bars, read through `pairs-tui export --what bars`."""
-    out = tmp_path / "bars.csv"
+@pytest.fixture(scope="module")
+def exported_bars(store, tmp_path_factory) -> PairBars:
+    """The pair's joined bars, read through `pairs-tui export --what bars` (once)."""
+    out = tmp_path_factory.mktemp("export") / "bars.csv"
     args = ["export", "btcusdt", "ethusdt", *VIEW, "--what", "bars", "-o", str(out)]
-    code, _, err = run([*args, "--db", str(store)], capsys)
-    assert code == 0, err
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--db", str(store)])
+    assert done.value.code == 0
     bars = pl.read_csv(out)
     a, b = (bars.filter(pl.col("symbol") == s) for s in ("BTCUSDT", "ETHUSDT"))
     joined = a.join(b, on="ts", suffix="_b").sort("ts")
-    ts = [int(pl.Series([t]).str.to_datetime().dt.epoch("us")[0]) for t in joined["ts"]]
+    ts = joined["ts"].str.to_datetime().dt.epoch("us").to_numpy()
     return PairBars(
-        np.array(ts, dtype=np.int64),
+        ts.astype(np.int64),
         *(joined[c].to_numpy().astype(float) for c in ("open", "close", "open_b", "close_b")),
     )
 
 
 @pytest.mark.parametrize("hedge", ["rolling", "static", "kalman"])
-def test_the_files_hold_the_backtest_of_the_exported_bars(store, tmp_path, capsys, hedge):
+def test_the_files_hold_the_backtest_of_the_exported_bars(
+    store, exported_bars, tmp_path, capsys, hedge
+):
     out = tmp_path / hedge
     out.mkdir()
     args = ["backtest", "btcusdt", "ethusdt", *VIEW, *RULE, "--hedge", hedge]
     code, printed, err = run([*args, "-o", str(out), "--db", str(store)], capsys)
     assert code == 0, err
-    bars = exported_bars(store, tmp_path, capsys)
+    bars = exported_bars
     expected = backtest(bars, BacktestParams(10, 100, 1.5, 0.0, 3.0, 2.0, hedge), 1_000_000)
     assert expected.trades, "the tape should trade at |z| >= 1.5"
 
