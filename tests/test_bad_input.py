@@ -9,10 +9,9 @@ import hashlib
 import re
 import shlex
 import sqlite3
-import subprocess
 
 import pytest
-from conftest import LOOPBACK_ONLY, REPO, cli_env, pairs_tui_cmd, store_tape
+from conftest import LOOPBACK_ONLY, REPO, run_in_process, store_tape
 
 pytestmark = pytest.mark.server
 
@@ -64,19 +63,16 @@ def test_the_table_is_there():
     assert len(ROWS) >= 20
 
 
-def run_row(workdir, home, args: str) -> subprocess.CompletedProcess[str]:
-    """The row as a user types it: the shipped defaults (history at start included),
-    except that nothing leaves loopback."""
+def run_row(workdir, home, args: str, monkeypatch, capsys) -> tuple[int, str]:
+    """The row as a user types it, in the shipped defaults (history at start included),
+    except that nothing leaves loopback: run by `main` in this process (a subprocess per
+    row cost 17 s of CPU; `tests/test_cli.py` runs the real program)."""
     user_config = home / "config" / "pairs-tui" / "config.toml"
     user_config.write_text(LOOPBACK_ONLY.replace("backfill = false", "backfill = true"))
-    return subprocess.run(
-        pairs_tui_cmd(*shlex.split(args)),
-        cwd=workdir,
-        env=cli_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("PAIRS_TUI_DEBUG", raising=False)
+    code, _, err = run_in_process(shlex.split(args), capsys)
+    return code, err
 
 
 def contents(workdir) -> dict[str, str]:
@@ -85,24 +81,26 @@ def contents(workdir) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("what", "args", "code", "says"), ROWS, ids=[r[0] for r in ROWS])
-def test_bad_input_row(workdir, isolated_home, what, args, code, says):
+def test_bad_input_row(workdir, isolated_home, monkeypatch, capsys, what, args, code, says):
     before = contents(workdir)
-    done = run_row(workdir, isolated_home, args)
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == code, done.stderr
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    got, stderr = run_row(workdir, isolated_home, args, monkeypatch, capsys)
+    lines = stderr.strip().splitlines()
+    assert got == code, stderr
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
     assert lines[0].startswith("pairs-tui: error: ") and says in lines[0], lines[0]
     assert contents(workdir) == before, "something was left behind or changed"
 
 
-def test_a_rule_too_long_once_written_out_is_refused_at_entry(workdir, isolated_home):
+def test_a_rule_too_long_once_written_out_is_refused_at_entry(
+    workdir, isolated_home, monkeypatch, capsys
+):
     """Too long for the docs' table: `z>1e15` sixteen times is 395 characters stored."""
     rule = " and ".join(["z>1e15"] * 16)
     args = f"watch btcusdt ethusdt --no-feed --duration 1 --db ticks.db --alert '{rule}'"
     before = contents(workdir)
-    done = run_row(workdir, isolated_home, args)
-    assert done.returncode == 2, done.stderr
-    [line] = done.stderr.strip().splitlines()
+    code, stderr = run_row(workdir, isolated_home, args, monkeypatch, capsys)
+    assert code == 2, stderr
+    [line] = stderr.strip().splitlines()
     assert line.startswith("pairs-tui: error: bad --alert ")
     assert line.endswith(
         "the rule is 395 characters long, more than the 300 a stored rule may have: shorten it"
