@@ -35,7 +35,6 @@ class Column:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    key: str
     cells: tuple[str, ...]
     marked: bool = False  # drawn in the `--marked` style
 

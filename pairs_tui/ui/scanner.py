@@ -90,7 +90,7 @@ class Line:
         cells += [_number(values[key]) for key in _NUMBERS if key != "zscore"]
         cells.append(str(values["verdict"] or "-"))
         signal = scanned.summary is not None and scanned.summary.signal
-        return cls(pair, {key: keyed[key] for key in _KEYS}, Row(pair, tuple(cells), signal))
+        return cls(pair, {key: keyed[key] for key in _KEYS}, Row(tuple(cells), signal))
 
 
 def sort_lines(lines: Sequence[Line], key: str, descending: bool) -> list[Line]:
