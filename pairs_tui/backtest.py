@@ -16,6 +16,7 @@ Conventions (pinned, like the analytics ones):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -396,3 +397,28 @@ def backtest(bars: PairBars, params: BacktestParams, tf_us: int) -> BacktestResu
     trades, curve = simulate(bars, z, beta, params)
     summary = summarize(trades, curve, tf_us=tf_us, look_ahead=params.hedge == "static")
     return BacktestResult(trades, curve, summary)
+
+
+def sweep(
+    bars: PairBars,
+    grid: list[BacktestParams],
+    tf_us: int,
+    progress: Callable[[int, int], object] = lambda done, total: None,
+) -> list[tuple[BacktestParams, Summary]]:
+    """Every combination's summary, best sharpe first (none last). The hedge and z are
+    computed once per hedge setting: combinations that differ only in entry, exit and
+    stop cost one `simulate` each."""
+    log_a, log_b = np.log(bars.close_a), np.log(bars.close_b)
+    signals: dict[tuple[object, ...], tuple[FloatArray, FloatArray]] = {}
+    out = []
+    for done, params in enumerate(grid, 1):
+        key = (params.window, params.lookback, params.hedge, params.delta, params.ve)
+        if key not in signals:
+            beta, _ = hedge_ratios(log_a, log_b, params)
+            signals[key] = (zscores(log_a, log_b, beta, params.window), beta)
+        z, beta = signals[key]
+        trades, curve = simulate(bars, z, beta, params)
+        look_ahead = params.hedge == "static"
+        out.append((params, summarize(trades, curve, tf_us=tf_us, look_ahead=look_ahead)))
+        progress(done, len(grid))
+    return sorted(out, key=lambda r: (r[1].sharpe is None, -(r[1].sharpe or 0.0)))

@@ -17,13 +17,14 @@ from typing import TextIO
 import numpy as np
 import polars as pl
 
-from pairs_tui.backtest import BacktestParams, BacktestResult, PairBars, Trade
+from pairs_tui.backtest import BacktestParams, BacktestResult, PairBars, Summary, Trade
 from pairs_tui.engine import PairView, join_bars
 from pairs_tui.export import emit, load_pair, meta
 from pairs_tui.model import StreamKind, iso
 from pairs_tui.store import TickStore
 
 TRADE_COLUMNS = tuple(f.name for f in fields(Trade))
+SWEEP_COLUMNS = ("entry", "exit", "stop", *(f.name for f in fields(Summary)))
 EQUITY_COLUMNS = ("ts", "position", "equity", "z", "beta")
 _TIMES = {"signal_ts", "entry_ts", "exit_ts"}
 
@@ -99,3 +100,30 @@ def _cell(value: object) -> object:
 
 def _finite(value: object) -> object:
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def sweep_rows(results: list[tuple[BacktestParams, Summary]]) -> list[tuple[object, ...]]:
+    """One row per combination, in SWEEP_COLUMNS order."""
+    return [(p.entry, p.exit, p.stop, *astuple(s)) for p, s in results]
+
+
+def write_sweep(
+    out_dir: Path,
+    results: list[tuple[BacktestParams, Summary]],
+    bars: PairBars,
+    view: PairView,
+    kind: StreamKind,
+    requested: tuple[int | None, int | None],
+) -> list[Path]:
+    """sweep.csv (with its sidecar) into out_dir, best sharpe first."""
+
+    def fill(out: TextIO) -> None:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(SWEEP_COLUMNS)
+        for row in sweep_rows(results):
+            writer.writerow("" if v is None else _cell(v) for v in row)
+
+    sidecar = meta(view, kind, "backtest sweep.csv", pl.Series("ts_us", bars.ts_us), requested)
+    sidecar["backtest"] = {k: v for k, v in asdict(results[0][0]).items()
+                           if k not in ("entry", "exit", "stop")}  # fmt: skip
+    return emit(out_dir / "sweep.csv", fill, sidecar)

@@ -889,11 +889,9 @@ async def _scan(
 @click.argument("symbol_a")
 @click.argument("symbol_b")
 @with_view_options
-@click.option("--entry", type=float, default=2.0, show_default=True, help="Enter at |z| >= E.")
-@click.option("--exit", "exit_", type=float, default=0.5, show_default=True, help="Exit at X.")
-@click.option(
-    "--stop", type=float, default=0.0, show_default=True, help="Stop at |z| >= S; 0: none."
-)
+@click.option("--entry", default="2", show_default=True, help="Enter at |z| >= E (E,E,..: sweep).")
+@click.option("--exit", "exit_", default="0.5", show_default=True, help="Exit at X (X,X,...).")
+@click.option("--stop", default="0", show_default=True, help="Stop at S; 0: none (S,S,...).")
 @click.option("--fee-bps", type=float, default=0.0, show_default=True, help="Fee per leg, bps.")
 @click.option(
     "--hedge",
@@ -918,9 +916,9 @@ def backtest(
     timeframe: str | None,
     window: int | None,
     lookback: int | None,
-    entry: float,
-    exit_: float,
-    stop: float,
+    entry: str,
+    exit_: str,
+    stop: str,
     fee_bps: float,
     hedge: str,
     delta: float,
@@ -934,7 +932,10 @@ def backtest(
 ) -> None:
     """Trade the pair's z-score on the stored bars: enter at |z| >= E, exit at X, stop at S,
     fills at the next bar's open, fees on both legs. Writes trades.csv, equity.csv and
-    summary.json into the directory -o, and prints the summary."""
+    summary.json into the directory -o, and prints the summary. Lists of E, X or S run
+    every combination instead: sweep.csv, best sharpe first."""
+    from itertools import product
+
     from pairs_tui.backtest import BacktestParams
 
     config = _config(
@@ -943,12 +944,19 @@ def backtest(
         feed={"stream": stream},
     )
     view = _view(config, symbol_a, symbol_b)
-    try:
-        params = BacktestParams(
-            view.window, view.lookback, entry, exit_, stop, fee_bps, hedge, delta, ve
-        )
-    except ValueError as exc:
-        raise UsageProblem(str(exc)) from None
+    levels = _levels(entry, "--entry"), _levels(exit_, "--exit"), _levels(stop, "--stop")
+    grid, refused = [], []
+    for e, x, st in product(*levels):
+        try:
+            grid.append(
+                BacktestParams(view.window, view.lookback, e, x, st, fee_bps, hedge, delta, ve)
+            )
+        except ValueError as exc:
+            refused.append(str(exc))
+    if not grid or (len(grid) == 1 and refused):
+        raise UsageProblem(refused[0])
+    if refused:
+        click.echo(f"skipped {len(refused)} combination(s): {refused[0]}", err=True)
     target = Path(out_dir).expanduser()
     if not target.is_dir():
         raise UsageProblem(f"-o {out_dir}: no such directory: create it first")
@@ -956,10 +964,62 @@ def backtest(
     if since_us is not None and until_us is not None and since_us >= until_us:
         raise UsageProblem(f"--from {since} is not before --to {until}")
     path = _existing_db(config, db)
+    span = (since_us, until_us)
     try:
-        asyncio.run(_backtest(path, view, config.stream_kind, params, target, (since_us, until_us)))
+        if len(grid) == 1:
+            asyncio.run(_backtest(path, view, config.stream_kind, grid[0], target, span))
+        else:
+            asyncio.run(_sweep(path, view, config.stream_kind, grid, target, span))
     except OSError as exc:
         raise RuntimeProblem(f"cannot write into {out_dir}: {exc.strerror or exc}") from None
+
+
+def _levels(text: str, flag: str) -> tuple[float, ...]:
+    """`2` or `1.5,2,2.5`: the values a backtest (or a sweep) tries."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise UsageProblem(f"{flag}: {text!r} is not a number or a list like 1.5,2,2.5") from None
+
+
+async def _sweep(
+    path: Path,
+    view: PairView,
+    kind: StreamKind,
+    grid: list[BacktestParams],
+    target: Path,
+    span: tuple[int | None, int | None],
+) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from pairs_tui.backtest import sweep, too_few_bars
+    from pairs_tui.backtest_files import SWEEP_COLUMNS, load_bars, sweep_rows, write_sweep
+    from pairs_tui.store import TickStore
+
+    async with await TickStore.open(path, readonly=True) as store:
+        bars = await load_bars(store, view, kind, since_us=span[0], until_us=span[1])
+    if (problem := too_few_bars(len(bars), grid[0])) is not None:
+        raise UsageProblem(f"{view.symbol_a}/{view.symbol_b} {view.timeframe}: {problem}")
+    columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"))
+    shown = sys.stderr.isatty()
+    with Progress(
+        *columns, console=Console(file=sys.stderr), transient=True, disable=not shown
+    ) as bar:
+        task = bar.add_task("sweep", total=len(grid))
+        results = await asyncio.to_thread(
+            sweep, bars, grid, view.tf_us, lambda done, _: bar.update(task, completed=done)
+        )
+    written = await asyncio.to_thread(write_sweep, target, results, bars, view, kind, span)
+    table = Table(*SWEEP_COLUMNS)
+    for row in sweep_rows(results):
+        table.add_row(*("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+                        for v in row))  # fmt: skip
+    click.echo(f"{view.symbol_a}/{view.symbol_b} {view.timeframe}: {len(grid)} combinations")
+    Console().print(table)
+    for item in written:
+        click.echo(f"wrote {item}", err=True)
 
 
 async def _backtest(

@@ -100,6 +100,7 @@ def test_the_files_hold_the_backtest_of_the_exported_bars(
     [
         (("--entry", "0.5", "--exit", "1"), "entry must be above exit: entry 0.5, exit 1"),
         (("--fee-bps", "-1"), "fee_bps must not be negative"),
+        (("--entry", "2,x"), "--entry: '2,x' is not a number or a list like 1.5,2,2.5"),
         (("--hedge", "ridge"), "Invalid value for '--hedge'"),
         (("--lookback", "5000"), "needs at least 5001"),
         (
@@ -115,3 +116,22 @@ def test_bad_input_is_one_line_and_exit_2(store, tmp_path, capsys, extra, says):
     code, _, err = run([*args, "--db", str(store)], capsys)
     assert code == 2 and err.count("\n") == 1 and says in err, err
     assert not list(out.iterdir())  # nothing written
+
+
+def test_a_sweep_runs_every_combination_best_sharpe_first(store, exported_bars, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    args = ["backtest", "btcusdt", "ethusdt", *VIEW, "--entry", "1,1.5,2", "--exit", "0,1.5"]
+    code, printed, err = run([*args, "--stop", "0,3", "-o", str(out), "--db", str(store)], capsys)
+    assert code == 0, err
+    assert "skipped 4 combination(s): entry must be above exit: entry 1, exit 1.5" in err
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert len(rows) == 8 and "8 combinations" in printed  # entry above exit: 8 of 12
+    sharpe = [float(r["sharpe"]) if r["sharpe"] else -math.inf for r in rows]
+    assert sharpe == sorted(sharpe, reverse=True)
+    for row in rows:  # each row is that combination's own backtest
+        e, x, s = (float(row[k]) for k in ("entry", "exit", "stop"))
+        alone = backtest(exported_bars, BacktestParams(10, 100, e, x, s), 1_000_000).summary
+        assert int(row["trades"]) == alone.trades
+        assert float(row["total_pnl"]) == pytest.approx(alone.total_pnl, rel=1e-12, abs=1e-15)
+    assert json.loads((out / "sweep.csv.meta.json").read_text())["backtest"]["hedge"] == "rolling"
