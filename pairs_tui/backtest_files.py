@@ -14,12 +14,11 @@ from dataclasses import asdict, astuple, fields
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 import polars as pl
 
 from pairs_tui.backtest import BacktestParams, BacktestResult, PairBars, Summary, Trade
 from pairs_tui.engine import PairView, join_bars
-from pairs_tui.export import emit, load_pair, meta
+from pairs_tui.export import csv_cell, emit, load_pair, meta
 from pairs_tui.model import StreamKind, iso
 from pairs_tui.store import TickStore
 
@@ -69,7 +68,11 @@ def write(
 
 
 def summary_dict(result: BacktestResult) -> dict[str, object]:
-    return {k: _finite(v) for k, v in asdict(result.summary).items()}
+    """The summary for JSON: a non-finite number (an inf sharpe) as null."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v
+        for k, v in asdict(result.summary).items()
+    }
 
 
 def _trades(out: TextIO, trades: tuple[Trade, ...]) -> None:
@@ -77,7 +80,7 @@ def _trades(out: TextIO, trades: tuple[Trade, ...]) -> None:
     writer.writerow(TRADE_COLUMNS)
     for trade in trades:
         writer.writerow(
-            iso(v) if name in _TIMES else _cell(v)
+            iso(v) if name in _TIMES else csv_cell(v)
             for name, v in zip(TRADE_COLUMNS, astuple(trade), strict=True)
         )
 
@@ -88,18 +91,7 @@ def _equity(out: TextIO, result: BacktestResult, bars: PairBars) -> None:
     writer.writerow(EQUITY_COLUMNS)
     for row in zip(bars.ts_us, curve.position, curve.equity, curve.z, curve.beta, strict=True):
         t, position, equity, z, beta = row
-        writer.writerow((iso(int(t)), int(position), _cell(equity), _cell(z), _cell(beta)))
-
-
-def _cell(value: object) -> object:
-    """Floats in full (repr), a missing value empty."""
-    if isinstance(value, float | np.floating):
-        return repr(float(value)) if math.isfinite(value) else ""
-    return value
-
-
-def _finite(value: object) -> object:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+        writer.writerow((iso(int(t)), int(position), csv_cell(equity), csv_cell(z), csv_cell(beta)))
 
 
 def sweep_rows(results: list[tuple[BacktestParams, Summary]]) -> list[tuple[object, ...]]:
@@ -121,7 +113,7 @@ def write_sweep(
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(SWEEP_COLUMNS)
         for row in sweep_rows(results):
-            writer.writerow("" if v is None else _cell(v) for v in row)
+            writer.writerow(csv_cell(v) for v in row)
 
     sidecar = meta(view, kind, "backtest sweep.csv", pl.Series("ts_us", bars.ts_us), requested)
     sidecar["backtest"] = {k: v for k, v in asdict(results[0][0]).items()

@@ -23,6 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import polars as pl
 
 from pairs_tui import __version__
@@ -65,7 +66,11 @@ def parse_time(text: str) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
-def _cell(value: float | int | None) -> str:
+def csv_cell(value: object) -> str:
+    """One CSV cell, as every export writes it: a float in full (repr), a missing or
+    non-finite value empty."""
+    if isinstance(value, np.floating):
+        value = float(value)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     return repr(value) if isinstance(value, float) else str(value)
@@ -142,7 +147,7 @@ def write_bars(out: TextIO, table: pl.DataFrame) -> None:
     for r in table.iter_rows(named=True):
         # volume is a float sum of decimal quantities: 8 decimals is Binance's own precision
         r["volume"] = round(r["volume"], 8)
-        writer.writerow((iso(r["ts_us"]), r["symbol"], *(_cell(r[k]) for k in BARS_HEADER[2:])))
+        writer.writerow((iso(r["ts_us"]), r["symbol"], *(csv_cell(r[k]) for k in BARS_HEADER[2:])))
 
 
 def write_analytics(out: TextIO, snapshot: PairSnapshot) -> None:
@@ -155,13 +160,13 @@ def write_analytics(out: TextIO, snapshot: PairSnapshot) -> None:
         writer.writerow(
             (
                 iso(int(s.ts_us[i])),
-                _cell(float(s.close_a[i])),
-                _cell(float(s.close_b[i])),
-                _cell(beta),
-                _cell(alpha),
-                _cell(float(s.spread[i])),
-                _cell(float(s.zscore[i])),
-                _cell(float(s.corr[i])),
+                csv_cell(float(s.close_a[i])),
+                csv_cell(float(s.close_b[i])),
+                csv_cell(beta),
+                csv_cell(alpha),
+                csv_cell(float(s.spread[i])),
+                csv_cell(float(s.zscore[i])),
+                csv_cell(float(s.corr[i])),
             )
         )
 

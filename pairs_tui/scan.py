@@ -26,7 +26,7 @@ from rich.table import Table
 from pairs_tui.analytics import Summary
 from pairs_tui.batched import cointegration_many
 from pairs_tui.engine import PairView, analyze, closed_bars, join_bars, tests_key
-from pairs_tui.export import load_symbol
+from pairs_tui.export import csv_cell, load_symbol
 from pairs_tui.model import StreamKind
 from pairs_tui.store import TickStore
 
@@ -179,15 +179,9 @@ def to_csv(rows: Sequence[ScanRow]) -> str:
     writer.writerow(COLUMNS)
     for row in rows:
         values = row.values()
-        writer.writerow(_cell(values[c]) for c in COLUMNS)
+        writer.writerow(csv_cell(values[c]) for c in COLUMNS)
     return out.getvalue()
 
 
 def to_json(rows: Sequence[ScanRow]) -> str:
     return json.dumps([row.values() for row in rows], indent=2, allow_nan=False) + "\n"
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    return repr(value) if isinstance(value, float) else str(value)

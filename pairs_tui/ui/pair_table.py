@@ -79,9 +79,10 @@ class PairTable(ScrollView, can_focus=True):
     def show(self, rows: list[Row]) -> None:
         """These rows from now on (the cursor keeps its place, within the rows)."""
         self.rows = rows
-        widest = max((len(r.cells[i]) for r in rows for i, c in enumerate(self.columns)
-                      if not c.width), default=4)  # fmt: skip
-        self._widths = [c.width or max(widest, len(c.label)) for c in self.columns]
+        self._widths = [
+            c.width or max([len(c.label), *(len(r.cells[i]) for r in rows)])
+            for i, c in enumerate(self.columns)
+        ]
         width = sum(self._widths) + GAP * (len(self.columns) - 1)
         self.virtual_size = Size(width, len(rows) + 1)
         self.cursor_row = min(self.cursor_row, max(0, len(rows) - 1))
