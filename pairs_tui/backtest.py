@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from pairs_tui.analytics import ols_fit
+from pairs_tui.analytics import Z_ENTRY, ols_fit
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -61,8 +61,8 @@ class BacktestParams:
 
     window: int  # W: bars in the z-score window
     lookback: int  # L: bars in the rolling hedge, and the first bar any hedge is reported
-    entry: float  # E
-    exit: float  # X
+    entry: float = Z_ENTRY  # E
+    exit: float = 0.5  # X
     stop: float = 0.0  # S; 0: no stop
     fee_bps: float = 0.0  # F
     hedge: str = "rolling"
@@ -261,6 +261,31 @@ def zscores(log_a: FloatArray, log_b: FloatArray, beta: FloatArray, window: int)
         z: FloatArray = dev / np.sqrt(css / (w - 1))
     z[~(css > _FLAT * (saa + beta * beta * sbb))] = np.nan  # a flat spread has no z
     return z
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeNow:
+    """The chosen hedge at the newest bar, as a backtest computes it there: what the
+    cockpit shows beside its own fit, so what is watched is what was tested."""
+
+    hedge: str
+    beta: float | None  # None: fewer than L bars
+    alpha: float | None
+    zscore: float | None
+
+
+def hedge_now(close_a: FloatArray, close_b: FloatArray, params: BacktestParams) -> HedgeNow:
+    """Hedge and z at the last of these joined bars under `params` (its hedge, W, L)."""
+    if len(close_a) < params.lookback:
+        return HedgeNow(params.hedge, None, None, None)
+    log_a, log_b = np.log(close_a), np.log(close_b)
+    beta, alpha = hedge_ratios(log_a, log_b, params)
+    z = zscores(log_a, log_b, beta, params.window)
+
+    def last(v: FloatArray) -> float | None:
+        return float(v[-1]) if len(v) and math.isfinite(v[-1]) else None
+
+    return HedgeNow(params.hedge, last(beta), last(alpha), last(z))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""`pairs-tui backtest`: a pair's joined bars from the store in, the backtest's files out.
+"""A backtest of the store: a pair's joined bars in, the run (for `pairs-tui backtest` and
+the cockpit's `b` panel) and its files out.
 
 The bars are the ones `pairs-tui export` reads (trades and the exchange's history, between
 the times asked for), joined as everywhere else; the maths is `backtest.py`'s. Each file
@@ -7,16 +8,26 @@ is written atomically with a `.meta.json` sidecar, as the exports are.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import math
-from dataclasses import asdict, astuple, fields
+import shlex
+from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
 from typing import TextIO
 
 import polars as pl
 
-from pairs_tui.backtest import BacktestParams, BacktestResult, PairBars, Summary, Trade
+from pairs_tui.backtest import (
+    BacktestParams,
+    BacktestResult,
+    PairBars,
+    Summary,
+    Trade,
+    backtest,
+    too_few_bars,
+)
 from pairs_tui.engine import PairView, join_bars
 from pairs_tui.export import csv_cell, emit, load_pair, meta
 from pairs_tui.model import StreamKind, iso
@@ -42,6 +53,59 @@ async def load_bars(
     return PairBars(
         *(joined[c].to_numpy() for c in ("ts_us", "open", "close", "open_b", "close_b"))
     )
+
+
+class TooFewBars(ValueError):
+    """The store holds fewer joined bars than the rule needs (the message says how many)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestRun:
+    """One backtest of a pair's stored bars, with what it ran on."""
+
+    view: PairView
+    kind: StreamKind
+    params: BacktestParams
+    bars: PairBars
+    result: BacktestResult
+    span: tuple[int | None, int | None]  # --from, --to: bars opening in [from, to)
+
+    def command(self, db: Path) -> str:
+        """The `pairs-tui backtest` line that writes this run's files."""
+        view, p = self.view, self.params
+        args = ["pairs-tui", "backtest", *view.symbols, "--timeframe", view.timeframe]
+        args += ["--window", str(view.window), "--lookback", str(view.lookback)]
+        args += ["--entry", _arg(p.entry), "--exit", _arg(p.exit), "--stop", _arg(p.stop)]
+        args += ["--fee-bps", _arg(p.fee_bps), "--hedge", p.hedge]
+        if p.hedge == "kalman":
+            args += ["--delta", _arg(p.delta), "--ve", _arg(p.ve)]
+        if self.kind is not StreamKind.TRADE:
+            args += ["--stream", self.kind.value]
+        for flag, at in zip(("--from", "--to"), self.span, strict=True):
+            if at is not None:
+                args += [flag, str(iso(at))]
+        return shlex.join([*args, "--db", str(db), "-o", "DIR"])
+
+
+def _arg(value: float) -> str:
+    """A number as short as it can be written and read back the same."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+async def run(
+    store: TickStore,
+    view: PairView,
+    kind: StreamKind,
+    params: BacktestParams,
+    span: tuple[int | None, int | None],
+) -> BacktestRun:
+    """Backtest the pair's bars opening in the span; TooFewBars when they cannot do."""
+    bars = await load_bars(store, view, kind, since_us=span[0], until_us=span[1])
+    if (problem := too_few_bars(len(bars), params)) is not None:
+        raise TooFewBars(f"{view.symbol_a}/{view.symbol_b} {view.timeframe}: {problem}")
+    result = await asyncio.to_thread(backtest, bars, params, view.tf_us)
+    return BacktestRun(view, kind, params, bars, result, span)
 
 
 def write(
@@ -73,6 +137,17 @@ def summary_dict(result: BacktestResult) -> dict[str, object]:
         k: None if isinstance(v, float) and not math.isfinite(v) else v
         for k, v in asdict(result.summary).items()
     }
+
+
+def number_text(value: object) -> str:
+    """A summary or sweep value as the command prints it and the cockpit shows it."""
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def summary_rows(result: BacktestResult) -> list[tuple[str, str]]:
+    return [(name, number_text(value)) for name, value in summary_dict(result).items()]
 
 
 def _trades(out: TextIO, trades: tuple[Trade, ...]) -> None:

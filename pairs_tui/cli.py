@@ -13,13 +13,14 @@ import io
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pairs_tui import __version__
+from pairs_tui.backtest import HEDGES
 from pairs_tui.config import Config, ConfigError, apply, load_config
 from pairs_tui.crash import Crashed, report_crash
 from pairs_tui.feed.binance import check_ws_url
@@ -434,6 +435,7 @@ def _session_plan(
         retention_s=None if no_feed else config.store.retention_s,
         rest_url=None if no_feed else config.rest_url,
         watchlist=watchlist,
+        backtest=config.backtest.params(view.window, view.lookback),
     )
 
 
@@ -889,19 +891,18 @@ async def _scan(
 @click.argument("symbol_a")
 @click.argument("symbol_b")
 @with_view_options
-@click.option("--entry", default="2", show_default=True, help="Enter at |z| >= E (E,E,..: sweep).")
-@click.option("--exit", "exit_", default="0.5", show_default=True, help="Exit at X (X,X,...).")
-@click.option("--stop", default="0", show_default=True, help="Stop at S; 0: none (S,S,...).")
-@click.option("--fee-bps", type=float, default=0.0, show_default=True, help="Fee per leg, bps.")
+@click.option("--entry", help="Enter at |z| >= E [backtest.entry: 2] (E,E,...: a sweep).")
+@click.option("--exit", "exit_", help="Exit at X [backtest.exit: 0.5] (X,X,...).")
+@click.option("--stop", help="Stop at S; 0: none [backtest.stop: 0] (S,S,...).")
+@click.option("--fee-bps", type=float, help="Fee per leg, bps [backtest.fee_bps: 0].")
 @click.option(
     "--hedge",
-    type=click.Choice(["rolling", "static", "kalman"]),
-    default="rolling",
-    show_default=True,
-    help="Hedge ratio: OLS over the last L bars, one OLS over all (look-ahead), or Kalman.",
+    type=click.Choice(HEDGES),
+    help="Hedge ratio: OLS over the last L bars, one OLS over all (look-ahead), or Kalman"
+    " [backtest.hedge: rolling].",
 )
-@click.option("--delta", type=float, default=1e-4, show_default=True, help="Kalman state noise.")
-@click.option("--ve", type=float, default=1e-3, show_default=True, help="Kalman observation noise.")
+@click.option("--delta", type=float, help="Kalman state noise [backtest.delta: 1e-4].")
+@click.option("--ve", type=float, help="Kalman observation noise [backtest.ve: 1e-3].")
 @click.option("--from", "since", help="Start time, ISO-8601 (UTC unless stated).")
 @click.option("--to", "until", help="End time (exclusive), ISO-8601.")
 @click.option(
@@ -916,13 +917,13 @@ def backtest(
     timeframe: str | None,
     window: int | None,
     lookback: int | None,
-    entry: str,
-    exit_: str,
-    stop: str,
-    fee_bps: float,
-    hedge: str,
-    delta: float,
-    ve: float,
+    entry: str | None,
+    exit_: str | None,
+    stop: str | None,
+    fee_bps: float | None,
+    hedge: str | None,
+    delta: float | None,
+    ve: float | None,
     since: str | None,
     until: str | None,
     out_dir: str,
@@ -936,21 +937,26 @@ def backtest(
     every combination instead: sweep.csv, best sharpe first."""
     from itertools import product
 
-    from pairs_tui.backtest import BacktestParams
-
     config = _config(
         config_file,
         view={"timeframe": timeframe, "window": window, "lookback": lookback},
         feed={"stream": stream},
     )
     view = _view(config, symbol_a, symbol_b)
-    levels = _levels(entry, "--entry"), _levels(exit_, "--exit"), _levels(stop, "--stop")
+    # the flags over [backtest], checked as one rule: `--entry 0.4` against exit = 0.5 is
+    # refused for what it is, whichever layer each came from
+    rule = config.backtest
+    flags: dict[str, Any] = {"fee_bps": fee_bps, "hedge": hedge, "delta": delta, "ve": ve}
+    rule = replace(rule, **{k: v for k, v in flags.items() if v is not None})
+    levels = [
+        _levels(text, flag) if text is not None else (getattr(rule, name),)
+        for text, flag, name in ((entry, "--entry", "entry"), (exit_, "--exit", "exit"),
+                                 (stop, "--stop", "stop"))
+    ]  # fmt: skip
     grid, refused = [], []
     for e, x, st in product(*levels):
         try:
-            grid.append(
-                BacktestParams(view.window, view.lookback, e, x, st, fee_bps, hedge, delta, ve)
-            )
+            grid.append(replace(rule, entry=e, exit=x, stop=st).params(view.window, view.lookback))
         except ValueError as exc:
             refused.append(str(exc))
     if not grid or (len(grid) == 1 and refused):
@@ -995,7 +1001,13 @@ async def _sweep(
     from rich.table import Table
 
     from pairs_tui.backtest import sweep, too_few_bars
-    from pairs_tui.backtest_files import SWEEP_COLUMNS, load_bars, sweep_rows, write_sweep
+    from pairs_tui.backtest_files import (
+        SWEEP_COLUMNS,
+        load_bars,
+        number_text,
+        sweep_rows,
+        write_sweep,
+    )
     from pairs_tui.store import TickStore
 
     async with await TickStore.open(path, readonly=True) as store:
@@ -1014,8 +1026,7 @@ async def _sweep(
     written = await asyncio.to_thread(write_sweep, target, results, bars, view, kind, span)
     table = Table(*SWEEP_COLUMNS)
     for row in sweep_rows(results):
-        table.add_row(*("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-                        for v in row))  # fmt: skip
+        table.add_row(*(number_text(v) for v in row))
     click.echo(f"{view.symbol_a}/{view.symbol_b} {view.timeframe}: {len(grid)} combinations")
     Console().print(table)
     for item in written:
@@ -1033,15 +1044,15 @@ async def _backtest(
     from rich.console import Console
     from rich.table import Table
 
-    from pairs_tui.backtest import backtest, too_few_bars
-    from pairs_tui.backtest_files import load_bars, summary_dict, write
+    from pairs_tui.backtest_files import TooFewBars, run, summary_rows, write
     from pairs_tui.store import TickStore
 
     async with await TickStore.open(path, readonly=True) as store:
-        bars = await load_bars(store, view, kind, since_us=span[0], until_us=span[1])
-    if (problem := too_few_bars(len(bars), params)) is not None:
-        raise UsageProblem(f"{view.symbol_a}/{view.symbol_b} {view.timeframe}: {problem}")
-    result = await asyncio.to_thread(backtest, bars, params, view.tf_us)
+        try:
+            done = await run(store, view, kind, params, span)
+        except TooFewBars as exc:
+            raise UsageProblem(str(exc)) from None
+    result, bars = done.result, done.bars
     written = await asyncio.to_thread(write, target, result, bars, params, view, kind, span)
     click.echo(
         f"{view.symbol_a}/{view.symbol_b} {view.timeframe} W={view.window} L={view.lookback},"
@@ -1051,9 +1062,8 @@ async def _backtest(
     table = Table()
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for name, value in summary_dict(result).items():
-        shown = "-" if value is None else f"{value:.4g}" if isinstance(value, float) else value
-        table.add_row(name, str(shown))
+    for name, shown in summary_rows(result):
+        table.add_row(name, shown)
     Console().print(table)
     if result.summary.look_ahead:
         click.echo("look-ahead: the static hedge is fitted on every bar, the future included")

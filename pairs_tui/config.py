@@ -10,12 +10,13 @@ from __future__ import annotations
 import difflib
 import math
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import platformdirs
 
+from pairs_tui.backtest import BacktestParams
 from pairs_tui.feed.binance import DEFAULT_WS_URL, check_ws_url
 from pairs_tui.feed.rest import DEFAULT_REST_URL, check_rest_url
 from pairs_tui.model import (
@@ -97,6 +98,28 @@ class AlertConfig:
     timeframe: str | None = None
 
 
+# the z rule's defaults are BacktestParams's own: one place for them
+_TRADING: dict[str, Any] = {f.name: f.default for f in fields(BacktestParams)}
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """The z rule the cockpit's `b` panel and `pairs-tui backtest` trade, and the hedge
+    the stats panel shows; W and L are the view's."""
+
+    entry: float = _TRADING["entry"]
+    exit: float = _TRADING["exit"]
+    stop: float = _TRADING["stop"]
+    fee_bps: float = _TRADING["fee_bps"]
+    hedge: str = _TRADING["hedge"]
+    delta: float = _TRADING["delta"]
+    ve: float = _TRADING["ve"]
+
+    def params(self, window: int, lookback: int) -> BacktestParams:
+        """ValueError, saying why, for a rule that means nothing (entry below exit...)."""
+        return BacktestParams(window, lookback, **asdict(self))
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     dir: str = ""
@@ -112,6 +135,7 @@ class Config:
     ui: UiConfig = field(default_factory=UiConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     watchlist: WatchlistConfig = field(default_factory=WatchlistConfig)
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)
     alerts: tuple[AlertConfig, ...] = ()
 
     @property
@@ -295,6 +319,10 @@ def _validate(config: Config, source: str) -> None:
         fail("ui.refresh", f"must be between {low:g} and {high:g} seconds")
     if not 0 < config.demo.rate <= 100_000:
         fail("demo.rate", "must be greater than 0 and at most 100000")
+    try:
+        config.backtest.params(view.window, view.lookback)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [backtest]: {exc}") from None
     from pairs_tui.model import SymbolError, symbol_list
 
     try:

@@ -26,6 +26,7 @@ from pairs_tui.analytics import (
     spread_of,
     summarize,
 )
+from pairs_tui.backtest import BacktestParams, HedgeNow, hedge_now
 from pairs_tui.bars import (
     empty_bars,
     fold,
@@ -115,6 +116,7 @@ class PairSnapshot:
     glances: tuple[Summary, ...] = ()  # every timeframe's numbers, 1s first
     asof_us: int | None = None  # the snapshot holds every stored trade before this time
     fired: tuple[AlertEvent, ...] = ()  # alerts this update set off
+    hedge: HedgeNow | None = None  # the trader's chosen hedge at the newest bar
 
 
 class SymbolBars:
@@ -386,6 +388,7 @@ class PairEngine:
         self.view = view
         self.kind = kind
         self.tested: frozenset[str] = frozenset()
+        self.trading: BacktestParams | None = None  # the rule whose hedge the snapshot shows
         self._bars: BarSet | None = None
         self._cached: dict[str, tuple[object, Cointegration | None]] = {}
 
@@ -420,9 +423,10 @@ class PairEngine:
         a, b = (bars.sides[s] for s in bars.symbols)  # loaded by the update
         await asyncio.to_thread(a.trim, b, bars.keep)
         # bars that ended before the cut are final: the tests run on those
+        trading = self.trading
         snapshot = await asyncio.to_thread(
             lambda: self._analyze(
-                view, a.merged_all(), b.merged_all(), cut, self.tested, self._cached
+                view, a.merged_all(), b.merged_all(), cut, self.tested, self._cached, trading
             )
         )
         return replace(snapshot, asof_us=cut)
@@ -435,9 +439,11 @@ class PairEngine:
         now_us: int,
         tested: frozenset[str],
         cached: dict[str, tuple[object, Cointegration | None]],
+        trading: BacktestParams | None = None,
     ) -> PairSnapshot:
         """The shown timeframe in full and every other one at a glance (with the tests
-        too where `tested` asks); `cached` is updated in place."""
+        too where `tested` asks, and the hedge of `trading` on the shown bars); `cached`
+        is updated in place."""
         shown: PairSnapshot | None = None
         glances = []
         for tf in TIMEFRAMES:
@@ -451,4 +457,8 @@ class PairEngine:
             shown = snapshot if tf == view.timeframe else shown
             glances.append(snapshot.summary)
         assert shown is not None
-        return replace(shown, glances=tuple(glances))
+        hedge = None
+        if trading is not None:
+            rule = replace(trading, window=view.window, lookback=view.lookback)
+            hedge = hedge_now(shown.series.close_a, shown.series.close_b, rule)
+        return replace(shown, glances=tuple(glances), hedge=hedge)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pairs_tui.alerts import WATCHLIST, AlertBook, AlertRule, RuleSpec, load_rules, parse_rule
 from pairs_tui.analytics import Summary
+from pairs_tui.backtest import BacktestParams
+from pairs_tui.backtest_files import BacktestRun, TooFewBars, run
 from pairs_tui.engine import PairEngine, PairSnapshot, PairView
 from pairs_tui.export import export_target, pair_export, write_export
 from pairs_tui.feed.binance import FeedOptions
@@ -27,10 +29,12 @@ from pairs_tui.watchlist import Ranking, WatchlistEngine
 
 __all__ = [
     "STORE_ERRORS",
+    "BacktestRun",
     "Ranking",
     "RecordingStopped",
     "Session",
     "SessionPlan",
+    "TooFewBars",
     "UnknownSymbol",
     "export_target",
 ]
@@ -51,6 +55,7 @@ class SessionPlan:
     retention_s: float | None = None  # prune trades older than this while recording
     rest_url: str | None = None  # Binance REST for history; None: live only
     watchlist: tuple[str, ...] = ()  # symbols whose every pair is ranked (the scanner)
+    backtest: BacktestParams | None = None  # the z rule `b` trades ([backtest]); W, L: the view's
 
     @property
     def recording_plan(self) -> RecordingPlan | None:
@@ -90,6 +95,9 @@ class Session:
         # what the user must hear of even on a screen (pruning, a store that failed)
         self.on_notice = on_notice or self.on_event
         self.view = plan.view
+        trading = plan.backtest or BacktestParams(self.view.window, self.view.lookback)
+        self.trading = self._fitted(trading, self.view)  # the z rule: `b` and the stats' hedge
+        self.asof_us: int | None = None  # the newest snapshot's: a backtest stops there
         self.store: TickStore | None = None
         self.recording: Recording | None = None
         self._engine: PairEngine | None = None
@@ -110,6 +118,7 @@ class Session:
         plan = self.plan
         self.store = await TickStore.open(plan.db_path)
         self._engine = PairEngine(self.store, self.view, plan.kind)
+        self._engine.trading = self.trading
         self._ranker = WatchlistEngine(self.store, plan.kind)
         await self._load_rules()
         recording_plan = plan.recording_plan
@@ -149,8 +158,10 @@ class Session:
         if replace(view, timeframe=self.view.timeframe) != self.view:
             self.alerts.forget_history()  # W, L or the pair: values jump, nothing crosses
         self.view = view
+        self.trading = self._fitted(self.trading, view)
         if self._engine is not None:
             self._engine.set_view(view)
+            self._engine.trading = self.trading
         self._want_tests()
         if self.recording is not None:
             self.recording.want(view.history_wanted())
@@ -159,6 +170,7 @@ class Session:
         """The newest snapshot, with the alerts it fired (stored, unless the store fails)."""
         assert self._engine is not None and self.store is not None, "start() first"
         snapshot = await self._engine.refresh()
+        self.asof_us = snapshot.asof_us
         summaries = {s.timeframe: s for s in snapshot.glances}
         now_us = time.time_ns() // 1000
         fired = self.alerts.check(
@@ -177,6 +189,30 @@ class Session:
             await self.store.add_events(fired)
         except STORE_ERRORS as exc:  # shown and printed all the same
             self.on_notice(f"could not store {len(fired)} alert firing(s): {exc}")
+
+    # -- the z rule, backtested ---------------------------------------------------------
+    @staticmethod
+    def _fitted(trading: BacktestParams, view: PairView) -> BacktestParams:
+        """The rule with the view's W and L: the backtest sees the bars the screen shows."""
+        return replace(trading, window=view.window, lookback=view.lookback)
+
+    def set_trading(self, **changes: float | str) -> BacktestParams:
+        """Change the rule (entry, exit, stop, fee_bps, hedge, delta, ve); ValueError, and
+        nothing changes, for one that means nothing."""
+        self.trading = replace(self.trading, **changes)  # type: ignore[arg-type]
+        if self._engine is not None:
+            self._engine.trading = self.trading
+        return self.trading
+
+    async def backtest(self) -> BacktestRun:
+        """The rule on every stored bar of the view that had closed by the newest
+        snapshot (what `pairs-tui backtest --to` that bar's open reproduces); TooFewBars
+        when there are not enough."""
+        assert self.store is not None, "start() first"
+        view = self.view
+        cut = self.asof_us if self.asof_us is not None else time.time_ns() // 1000
+        until = cut // view.tf_us * view.tf_us
+        return await run(self.store, view, self.plan.kind, self.trading, (None, until))
 
     # -- the watchlist ------------------------------------------------------------------
     async def set_watchlist(self, symbols: tuple[str, ...]) -> None:

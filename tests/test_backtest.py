@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
+from pairs_tui.analytics import pair_series
 from pairs_tui.backtest import (
     BacktestParams,
     PairBars,
     Trade,
     backtest,
+    hedge_now,
     kalman_hedge,
     rolling_hedge,
     simulate,
@@ -369,3 +371,35 @@ def test_bad_bars_are_refused():
         PairBars(ts, ok, ok, ok, np.ones(2))
     with pytest.raises(ValueError, match="positive"):
         PairBars(ts, ok, ok, ok, np.array([1.0, 0.0, 1.0]))
+
+
+# -- the hedge the cockpit shows ------------------------------------------------------------------
+def test_the_rolling_hedge_now_is_the_cockpits_fit_over_the_last_l_bars():
+    """What the stats panel shows for `rolling` is what the cockpit already shows."""
+    log_a, log_b = cointegrated_logs(300, seed=11)
+    a, b = np.exp(log_a), np.exp(log_b)
+    cockpit = pair_series(np.arange(300), a, b, 20)  # the view: one OLS over its L bars
+    now = hedge_now(a, b, BacktestParams(20, 300))
+    assert cockpit.fit is not None and now.hedge == "rolling"
+    assert now.beta == pytest.approx(cockpit.fit.beta, rel=REL)
+    assert now.alpha == pytest.approx(cockpit.fit.alpha, rel=REL)
+    assert now.zscore == pytest.approx(cockpit.zscore[-1], rel=1e-7)
+
+
+@pytest.mark.parametrize("hedge", ["static", "kalman"])
+def test_hedge_now_is_the_backtests_last_bar(hedge):
+    log_a, log_b = cointegrated_logs(400, seed=12)
+    bars = bars_of(log_a, log_b)
+    params = BacktestParams(20, 100, hedge=hedge)
+    curve = backtest(bars, params, HOUR_US).curve
+    now = hedge_now(bars.close_a, bars.close_b, params)
+    assert now.hedge == hedge
+    assert now.beta == pytest.approx(curve.beta[-1], rel=REL)
+    assert now.zscore == pytest.approx(curve.z[-1], rel=REL)
+
+
+def test_hedge_now_waits_for_l_bars():
+    log_a, log_b = cointegrated_logs(99, seed=13)
+    now = hedge_now(np.exp(log_a), np.exp(log_b), BacktestParams(20, 100, hedge="kalman"))
+    assert (now.beta, now.alpha, now.zscore) == (None, None, None)
+    assert hedge_now(np.array([]), np.array([]), BacktestParams(20, 100)).beta is None

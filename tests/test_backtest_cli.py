@@ -135,3 +135,39 @@ def test_a_sweep_runs_every_combination_best_sharpe_first(store, exported_bars, 
         assert int(row["trades"]) == alone.trades
         assert float(row["total_pnl"]) == pytest.approx(alone.total_pnl, rel=1e-12, abs=1e-15)
     assert json.loads((out / "sweep.csv.meta.json").read_text())["backtest"]["hedge"] == "rolling"
+
+
+def test_the_rule_comes_from_backtest_in_config_toml_and_flags_win(store, tmp_path, capsys):
+    """[backtest] is the rule of the command and of the cockpit (`b`, the stats' hedge)."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[backtest]\nentry = 1.5\nexit = 0.0\nstop = 3.0\nfee_bps = 2.0\nhedge = "static"\n'
+    )
+    outputs = []
+    for name, extra in (("config", ()), ("flags", RULE), ("both", ("--hedge", "kalman"))):
+        out = tmp_path / name
+        out.mkdir()
+        args = ["backtest", "btcusdt", "ethusdt", *VIEW, *extra, "-o", str(out)]
+        if name != "flags":
+            args += ["--config", str(config)]
+        code, _, err = run([*args, "--db", str(store)], capsys)
+        assert code == 0, err
+        outputs.append(json.loads((out / "summary.json.meta.json").read_text())["backtest"])
+    from_config, from_flags, both = outputs
+    assert from_config == {**from_flags, "hedge": "static"}  # the same rule, either way
+    assert both == {**from_config, "hedge": "kalman"}  # a flag over the file
+
+    from pairs_tui.cli import _session_plan, _view
+    from pairs_tui.config import load_config
+
+    settings = load_config(config)
+    view = _view(settings, "btcusdt", "ethusdt")
+    plan = _session_plan(
+        settings, view, store, demo=False, seed=None, no_feed=True, rules=(), watchlist=()
+    )
+    assert plan.backtest == BacktestParams(view.window, view.lookback, 1.5, 0.0, 3.0, 2.0, "static")
+    # and a file whose rule means nothing is refused before anything runs
+    config.write_text("[backtest]\nentry = 0.5\nexit = 1.0\n")
+    code, _, err = run(["backtest", "btcusdt", "ethusdt", "-o", str(tmp_path), "--config",
+                        str(config), "--db", str(store)], capsys)  # fmt: skip
+    assert code == 2 and "[backtest]: entry must be above exit" in err

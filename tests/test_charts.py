@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from conftest import cli_env
 from ptyterm import PtyTerminal
 
-from pairs_tui.ui.charts import ChartSpec, Line, render, tick_label, ticks, waiting_for
+from pairs_tui.ui.charts import (
+    ChartSpec,
+    Line,
+    Marks,
+    fingerprint,
+    render,
+    tick_label,
+    ticks,
+    waiting_for,
+)
 
 pytestmark = pytest.mark.pty
 
@@ -119,6 +129,26 @@ def test_the_z_lines_sit_on_rows_labelled_2_at_every_size(tmp_path, isolated_hom
     text = "\n".join(screen)
     assert not re.search(r"(?<![\d.])-0(\.0+)?(?![\d.])", text), text
     assert text.count("UTC") == 1, text
+
+
+@pytest.mark.parametrize("mono", [False, True])
+def test_marks_sit_on_their_bars_and_change_the_fingerprint(mono):
+    """A backtest's entries and exits: drawn at their bar on the line, in the legend when
+    labelled, and a chart with other marks is drawn again."""
+    y = np.r_[np.zeros(50), np.ones(50)]
+    at = np.array([75])
+    bare = ChartSpec("equity", np.arange(100), (Line(y),))
+    marked = ChartSpec(
+        "equity", np.arange(100), (Line(y),), marks=(Marks(at, y[at], "", "red", "▲"),)
+    )
+    rows = render(marked, 60, 12, mono=mono).plain.splitlines()
+    [row] = [r for r in rows if "▲" in r]
+    top = next(r for r in rows[1:] if "▀" in r or "▄" in r or "▞" in r or "▚" in r)
+    assert row == top and 30 < row.index("▲") < 60  # on the upper line, right of the middle
+    assert "▲" not in render(bare, 60, 12).plain
+    assert fingerprint(bare, 60, 12) != fingerprint(marked, 60, 12)
+    legend = replace(marked, marks=(Marks(at, y[at], "long", "green", "▲"),))
+    assert "long" in render(legend, 60, 12, mono=mono).plain
 
 
 @pytest.mark.parametrize("height", [6, 8, 12, 20, 30])

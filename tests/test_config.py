@@ -68,6 +68,10 @@ def test_layers_apply_in_order(tmp_path):
             '[watchlist]\nsymbols = ["btcusdt", "btc-usdt"]\n',
             "'watchlist.symbols' is not a watchlist: invalid symbol btc-usdt",
         ),
+        ("[backtest]\nentry = 0.5\nexit = 1\n", "[backtest]: entry must be above exit"),
+        ('[backtest]\nhedge = "ridge"\n', "[backtest]: hedge must be one of rolling, static"),
+        ("[backtest]\nfee_bps = -1\n", "[backtest]: fee_bps must not be negative"),
+        ("[backtest]\nstop = 1\n", "[backtest]: stop must be 0 (no stop) or above entry"),
         (
             '[[alerts]]\nrule = "z > 2"\npair = "everything"\n',
             'alerts #1: pair must be two symbols, like ["btcusdt", "ethusdt"], or "watchlist"',

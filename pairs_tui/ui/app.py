@@ -52,8 +52,9 @@ from pairs_tui.session import (
     SessionPlan,
     UnknownSymbol,
 )
-from pairs_tui.ui.charts import ChartSpec, Line, fingerprint, render, waiting_for
-from pairs_tui.ui.commands import PairCommands
+from pairs_tui.ui.backtest import BacktestScreen
+from pairs_tui.ui.charts import Z_TICK_STEPS, ChartSpec, Line, fingerprint, render, waiting_for
+from pairs_tui.ui.commands import PairCommands, rule_text
 from pairs_tui.ui.help import HelpScreen
 from pairs_tui.ui.scanner import ScannerScreen
 from pairs_tui.ui.widgets import (
@@ -68,7 +69,6 @@ from pairs_tui.ui.widgets import (
 WINDOW_STEP = 5
 LOOKBACK_STEP = 100
 Z_THRESHOLDS = (Z_ENTRY, -Z_ENTRY)
-Z_TICK_STEPS = (0.5, 1.0, 2.0)  # whole or half units, each dividing 2: the lines sit on ticks
 CHARTS = ("prices", "spread", "zscore", "corr")
 NARROW = (100, 30)  # below either: stacked charts, short stats
 TOO_SMALL = (40, 12)
@@ -205,6 +205,7 @@ class PairsApp(App[int]):
         Binding("q", "quit", "Quit", id="quit"),
         Binding("e", "export", "Export", id="export"),
         Binding("w", "scanner", "Scanner", id="scanner"),
+        Binding("b", "backtest", "Backtest", id="backtest"),
         *(
             Binding(str(key), f"timeframe({tf!r})", tf, id=f"timeframe-{tf}")
             for key, tf in enumerate(TIMEFRAMES, 1)
@@ -230,6 +231,7 @@ class PairsApp(App[int]):
         ("esc", "back to live"),
         ("e", "export bars and analytics CSV of this view"),
         ("w", "scanner: every pair of the watchlist ranked by cointegration"),
+        ("b", "backtest the z rule on every stored bar of this view ([backtest] in config)"),
         ("?", "this help"),
         ("q", "quit (the store is flushed)"),
     ]
@@ -444,7 +446,7 @@ class PairsApp(App[int]):
             self.say(f"drawing failed: {describe(exc)}", severity="error")
             return
         short = self.screen.has_class("narrow")
-        stats = (snapshot.summary, snapshot.glances, short)
+        stats = (snapshot.summary, snapshot.glances, snapshot.hedge, short)
         self.snapshot = snapshot
         with self.batch_update():
             for name, (fp, content) in charts.items():
@@ -453,7 +455,9 @@ class PairsApp(App[int]):
                     self.query_one(f"#{name}", ChartView).update(content)
                     self._shown[name] = content
             if stats != self._stats or self.redraw_always:
-                self.query_one(StatsPanel).show(snapshot.summary, snapshot.glances, short=short)
+                self.query_one(StatsPanel).show(
+                    snapshot.summary, snapshot.glances, snapshot.hedge, short=short
+                )
                 self._stats = stats
             self._show_readout()
             self._show_status()
@@ -645,6 +649,30 @@ class PairsApp(App[int]):
         if session.feed_label:
             store += f"  ({session.feed_label} trades are recorded here)"
         self.push_screen(HelpScreen(self.KEYS_HELP, store))
+
+    # -- the backtest (key b and the palette) ------------------------------------------
+    def action_backtest(self) -> None:
+        if isinstance(self.screen, BacktestScreen):
+            self.screen.action_rerun()
+            return
+        screen = BacktestScreen(self.session.backtest, self.session.plan.db_path, lean=self.lean)
+        self.push_screen(screen)
+
+    def action_set_trading(self, changes: dict[str, float | str]) -> bool:
+        """The z rule changed from the palette (checked there; refused here all the same
+        if it means nothing): the stats panel's hedge follows at the next refresh."""
+        try:
+            rule = self.session.set_trading(**changes)
+        except ValueError as exc:
+            self.say(str(exc), title="backtest rule unchanged", severity="warning")
+            return False
+        self.say(rule_text(rule), title="z rule")
+        self.refresh_data()
+        return True
+
+    def action_run_backtest(self, changes: dict[str, float | str]) -> None:
+        if self.action_set_trading(changes):
+            self.action_backtest()
 
     # -- alerts (from the palette) ----------------------------------------------------
     async def action_add_alert(self, text: str, on_watchlist: bool = False) -> None:

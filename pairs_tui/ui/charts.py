@@ -23,6 +23,7 @@ COMPACT_BELOW = 12  # rows: shorter charts are drawn without a frame
 
 
 NICE_STEPS = (1.0, 2.0, 2.5, 5.0)  # tick steps, times a power of ten
+Z_TICK_STEPS = (0.5, 1.0, 2.0)  # z charts: whole or half units, so the levels sit on ticks
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,17 @@ class Line:
     label: str = ""
     color: str = "cyan"
     marker: str = "hd"  # lean (monochrome) charts tell lines apart by their marker
+
+
+@dataclass(frozen=True)
+class Marks:
+    """Points over the lines, at bar indices (a backtest's entries and exits)."""
+
+    at: np.ndarray  # bar indices into the chart's ts_us
+    y: np.ndarray
+    label: str  # empty: not in the legend
+    color: str
+    marker: str  # one character, in colour and in lean mode alike
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,7 @@ class ChartSpec:
     steps: tuple[float, ...] = ()  # allowed y tick steps; empty: 1, 2, 2.5, 5 x 10^k
     bar_s: float = 0.0  # seconds a bar spans, for the wait estimate
     utc: bool = False  # say once that the times are UTC
+    marks: tuple[Marks, ...] = ()
 
 
 def ticks(lo: float, hi: float, rows: int, steps: tuple[float, ...] = ()) -> np.ndarray:
@@ -140,6 +153,10 @@ def fingerprint(spec: ChartSpec, width: int, height: int, *, mono: bool = False)
     scale = 2 * height / (hi - lo) if hi > lo else 0.0  # 2: rows of a quadrant block
     pixels = tuple(np.round((y - lo) * scale).tobytes() for y in ys)
     hlines = tuple((round((y - lo) * scale), c) for y, c in spec.hlines if np.isfinite(y))
+    marks = tuple(
+        ((m.at // step).tobytes(), np.round((m.y - lo) * scale).tobytes(), m.marker)
+        for m in spec.marks
+    )
     return (
         spec.title,
         width,
@@ -151,6 +168,7 @@ def fingerprint(spec: ChartSpec, width: int, height: int, *, mono: bool = False)
         f"{hi:.5g}",
         pixels,
         hlines,
+        marks,
         tuple(_labels(spec.ts_us)[1]),
     )
 
@@ -178,7 +196,7 @@ def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> T
     width, height = max(width, 20), max(height, 5)
     step = _step(spec, width)
     x = np.arange(0, len(spec.ts_us), step, dtype=float)
-    legend = len(spec.lines) > 1  # one line needs no legend over its data
+    legend = len(spec.lines) > 1 or any(m.label for m in spec.marks)  # one line needs none
     with _LOCK:
         plt.clf()
         plt.plotsize(width, height - 1)
@@ -198,6 +216,15 @@ def render(spec: ChartSpec, width: int, height: int, *, mono: bool = False) -> T
                     label=line.label if legend else None,
                     color=None if mono else line.color,
                     marker=line.marker if mono else "hd",
+                )
+        for m in spec.marks:
+            if len(m.at):
+                plt.scatter(
+                    m.at.tolist(),
+                    m.y.tolist(),
+                    label=m.label or None,
+                    color=None if mono else m.color,
+                    marker=m.marker,
                 )
         _y_axis(spec, height - 1 - (1 if height < COMPACT_BELOW else 2))
         for level, color in spec.hlines:

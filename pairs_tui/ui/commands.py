@@ -8,15 +8,17 @@ can show why instead of doing nothing.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from pairs_tui.alerts import AlertRule, RuleError, parse_rule
+from pairs_tui.backtest import HEDGES, BacktestParams
 from pairs_tui.model import (
     REFRESH_RANGE,
     TIMEFRAMES,
@@ -57,6 +59,7 @@ FIXED = (
     Suggestion("display: refresh now", "redraw from the store at once", "redraw"),
     Suggestion("export: bars and analytics CSV", "into the export directory (key e)", "export"),
     Suggestion("watchlist: scanner", "every pair of the watchlist ranked (key w)", "scanner"),
+    Suggestion("backtest: run", "the z rule on every stored bar of this view (key b)", "backtest"),
     Suggestion("app: help", "every key and command (key ?)", "help"),
 )
 
@@ -76,6 +79,12 @@ TYPED = (
     ),
     ("watchlist", "watchlist: add / remove", "type `watchlist add solusdt` (or remove)"),
     ("alerts", "alerts: list, remove, mute", "type `alerts` to list the rules with actions"),
+    (
+        "backtest",
+        "backtest: set the rule and run",
+        "type `backtest entry 2 exit 0.5 stop 4 fee 5 hedge kalman` (any of them)",
+    ),
+    ("hedge", "backtest: hedge the stats panel shows", f"type `hedge {'|'.join(HEDGES)}`"),
 )
 
 
@@ -84,15 +93,19 @@ def interpret(
     themes: Collection[str],
     rules: Sequence[AlertRule] = (),
     watchlist: Sequence[str] = (),
+    trading: BacktestParams | None = None,
 ) -> Iterator[Suggestion]:
     """Suggestions for a typed command with arguments; nothing when the first word is
     not one of ours (the fuzzy search over the fixed commands covers that). `rules` are
-    the alert rules `alerts` lists, `watchlist` the symbols `watchlist` changes."""
+    the alert rules `alerts` lists, `watchlist` the symbols `watchlist` changes, `trading`
+    the z rule `backtest` and `hedge` change."""
     words = query.split()
     if not words:
         return
     verb, args = words[0].lower(), words[1:]
-    if verb == "watchlist":
+    if verb in ("backtest", "hedge") and trading is not None:
+        yield _backtest(verb, args, trading)
+    elif verb == "watchlist":
         yield _watchlist(args, watchlist)
     elif verb == "alert":
         yield _alert(query.strip()[len(words[0]) :].strip(), rules)
@@ -189,6 +202,65 @@ def _watchlist(args: list[str], watchlist: Sequence[str]) -> Suggestion:
         f"watchlist: {verb} {' '.join(names)}",
         f"then {n} symbols, {n * (n - 1) // 2:,} pairs (recorded, ranked by key w)",
         f"set_watchlist({changed!r})",
+    )
+
+
+_RULE_WORDS = {  # what `backtest` takes, as typed: the rule's field
+    "entry": "entry",
+    "exit": "exit",
+    "stop": "stop",
+    "fee": "fee_bps",
+    "hedge": "hedge",
+    "delta": "delta",
+    "ve": "ve",
+}
+
+
+def rule_text(p: BacktestParams) -> str:
+    """The rule as `backtest` takes it: what to type to get it back."""
+    text = f"entry {p.entry:g} exit {p.exit:g} stop {p.stop:g} fee {p.fee_bps:g} hedge {p.hedge}"
+    return text + (f" delta {p.delta:g} ve {p.ve:g}" if p.hedge == "kalman" else "")
+
+
+def _backtest(verb: str, args: list[str], trading: BacktestParams) -> Suggestion:
+    """`backtest [WORD VALUE]...` sets the rule and runs it; `hedge NAME` sets the hedge
+    the stats panel shows (and the backtest uses)."""
+    if verb == "hedge":
+        if not args:
+            now = trading.hedge
+            return _wrong("backtest: hedge", f"type hedge {' or '.join(HEDGES)} (now {now})")
+        args = ["hedge", *args]
+    if len(args) % 2:
+        return _wrong(f"backtest: {' '.join(args)}", "type a word and its value: backtest entry 2")
+    changes: dict[str, float | str] = {}
+    for word, value in zip(args[::2], args[1::2], strict=True):
+        field = _RULE_WORDS.get(word.lower())
+        title = f"backtest: {word} {value}"
+        if field is None:
+            close = difflib.get_close_matches(word.lower(), list(_RULE_WORDS), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            return _wrong(title, f"unknown word {word!r}: use {', '.join(_RULE_WORDS)}{hint}")
+        if field == "hedge":
+            changes[field] = value.lower()
+            continue
+        try:
+            changes[field] = float(value)
+        except ValueError:
+            return _wrong(title, f"{word} takes a number, not {value!r}")
+    try:
+        rule = replace(trading, **changes)  # type: ignore[arg-type]
+    except ValueError as exc:
+        return _wrong(f"{verb}: {' '.join(args)}".rstrip(), str(exc))
+    if verb == "hedge" and changes:
+        return Suggestion(
+            f"backtest: hedge {rule.hedge}",
+            "the stats panel shows its beta and z beside the fit over L (key b backtests it)",
+            f"set_trading({changes!r})",
+        )
+    return Suggestion(
+        f"backtest: {rule_text(rule)}",
+        "backtest every stored bar of this view with this rule (key b: the last rule)",
+        f"run_backtest({changes!r})",
     )
 
 
@@ -314,7 +386,11 @@ class PairCommands(Provider):
     async def search(self, query: str) -> Hits:
         app = self.cockpit
         session = app.session
-        typed = list(interpret(query, app.available_themes, session.rules(), session.watchlist))
+        typed = list(
+            interpret(
+                query, app.available_themes, session.rules(), session.watchlist, session.trading
+            )
+        )
         for s in typed:  # what was typed is text, never markup (`alert [/]` must not crash)
             yield Hit(1.0, literal(s.title), partial(self._run, s), s.title, literal(s.help))
         if typed:

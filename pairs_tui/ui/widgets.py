@@ -12,6 +12,7 @@ from textual.widgets import Static
 
 from pairs_tui.alerts import AlertRule, value_text
 from pairs_tui.analytics import MIN_TEST_BARS, PairSeries, Summary
+from pairs_tui.backtest import HedgeNow
 from pairs_tui.model import AlertEvent
 
 
@@ -127,7 +128,17 @@ def _fit(value: float | None, s: Summary, spec: str = ".4g") -> Text:
     return Text(_fmt(value, spec), style="dim" if provisional(s) else "")
 
 
-def stats_table(s: Summary, glances: tuple[Summary, ...] = ()) -> Group:
+def hedge_row(hedge: HedgeNow | None) -> tuple[str, str] | None:
+    """The trader's chosen hedge (`[backtest] hedge`), when it is not the fit above: its
+    beta and z at the newest bar, as the backtest computes them."""
+    if hedge is None or hedge.hedge == "rolling":  # rolling's last bar is the fit over L
+        return None
+    return f"{hedge.hedge} beta / z", f"{_fmt(hedge.beta)} / {_fmt(hedge.zscore, '+.2f')}"
+
+
+def stats_table(
+    s: Summary, glances: tuple[Summary, ...] = (), hedge: HedgeNow | None = None
+) -> Group:
     """The numbers a trader quotes, with missing ones shown as '-', never guessed."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold")
@@ -140,6 +151,7 @@ def stats_table(s: Summary, glances: tuple[Summary, ...] = ()) -> Group:
         ("R²", _fit(s.r2, s, ".3f")),
         ("spread", _fmt(s.spread, ".3e")),
         ("z-score", _fmt(s.zscore, "+.2f")),
+        *filter(None, [hedge_row(hedge)]),
         ("corr", _fmt(s.corr, "+.3f")),
         ("ADF stat / p", f"{_fmt(s.adf_stat, '.2f')} / {_fmt(s.adf_pvalue, '.3f')}"),
         ("EG stat / p", f"{_fmt(s.eg_stat, '.2f')} / {_fmt(s.eg_pvalue, '.3f')}"),
@@ -159,9 +171,11 @@ def stats_table(s: Summary, glances: tuple[Summary, ...] = ()) -> Group:
     return Group(*parts)
 
 
-def short_stats(s: Summary) -> Text:
+def short_stats(s: Summary, hedge: HedgeNow | None = None) -> Text:
     """Three lines for a small terminal: the same numbers, fewer words."""
     eg = f"EG p {_fmt(s.eg_pvalue, '.3f')} {s.verdict or ''}".rstrip()
+    if (row := hedge_row(hedge)) is not None:
+        eg = f"{row[0]} {row[1]}  {eg}"
     lines = [
         f"{s.symbol_a} {_fmt(s.price_a, ',.8g')}  {s.symbol_b} {_fmt(s.price_b, ',.8g')}  "
         f"beta {'~' if provisional(s) else ''}{_fmt(s.beta)}  R² {_fmt(s.r2, '.3f')}",
@@ -196,5 +210,12 @@ def _num(x: float, spec: str) -> str:
 
 
 class StatsPanel(Static):
-    def show(self, summary: Summary, glances: tuple[Summary, ...], *, short: bool) -> None:
-        self.update(short_stats(summary) if short else stats_table(summary, glances))
+    def show(
+        self,
+        summary: Summary,
+        glances: tuple[Summary, ...],
+        hedge: HedgeNow | None = None,
+        *,
+        short: bool,
+    ) -> None:
+        self.update(short_stats(summary, hedge) if short else stats_table(summary, glances, hedge))
