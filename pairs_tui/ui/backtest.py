@@ -27,8 +27,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from pairs_tui.backtest_files import BacktestRun, TooFewBars, number_text, summary_rows
+from pairs_tui.backtest_files import number_text, summary_rows
 from pairs_tui.model import describe, printable
+from pairs_tui.session import BacktestRun, TooFewBars
 from pairs_tui.ui.charts import Z_TICK_STEPS, ChartSpec, Line, Marks, render
 from pairs_tui.ui.pair_table import Column, PairTable, Row
 from pairs_tui.ui.widgets import ChartView
