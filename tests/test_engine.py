@@ -29,7 +29,7 @@ async def test_refreshing_chunk_by_chunk_equals_one_shot(db_path):
             await write(
                 store, [t for t in trades if t.symbol == "BTCUSDT" or t.time_ms // 1000 % 3 == 0]
             )
-            if step % 7 == 0:
+            if step % 17 == 0:  # 70 refreshes, each folding what came since
                 await engine.refresh(now_us=(m.start_ms + step * 500) * 1000)
         now = (m.start_ms + 600_000) * 1000
         live = await engine.refresh(now_us=now)
