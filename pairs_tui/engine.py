@@ -388,7 +388,7 @@ class PairEngine:
         self.view = view
         self.kind = kind
         self.tested: frozenset[str] = frozenset()
-        self.trading: BacktestParams | None = None  # the rule whose hedge the snapshot shows
+        self.trading: BacktestParams | None = None  # whose hedge the snapshot shows; W, L: view's
         self._bars: BarSet | None = None
         self._cached: dict[str, tuple[object, Cointegration | None]] = {}
 
@@ -415,6 +415,7 @@ class PairEngine:
 
     async def refresh(self, now_us: int | None = None) -> PairSnapshot:
         view = self.view  # the view this refresh is for, though it may change meanwhile
+        trading = self.trading  # kept in step with the view by the session
         if self._bars is None:
             self._bars = BarSet(self.store, self.kind, view.symbols, TIMEFRAMES, view.keep)
         bars = self._bars
@@ -423,7 +424,6 @@ class PairEngine:
         a, b = (bars.sides[s] for s in bars.symbols)  # loaded by the update
         await asyncio.to_thread(a.trim, b, bars.keep)
         # bars that ended before the cut are final: the tests run on those
-        trading = self.trading
         snapshot = await asyncio.to_thread(
             lambda: self._analyze(
                 view, a.merged_all(), b.merged_all(), cut, self.tested, self._cached, trading
@@ -459,6 +459,5 @@ class PairEngine:
         assert shown is not None
         hedge = None
         if trading is not None:
-            rule = replace(trading, window=view.window, lookback=view.lookback)
-            hedge = hedge_now(shown.series.close_a, shown.series.close_b, rule)
+            hedge = hedge_now(shown.series.close_a, shown.series.close_b, trading)
         return replace(shown, glances=tuple(glances), hedge=hedge)
