@@ -31,7 +31,7 @@ from pairs_tui.backtest import (
 from pairs_tui.engine import PairView, join_bars
 from pairs_tui.export import csv_cell, emit, load_pair, meta
 from pairs_tui.model import StreamKind, iso
-from pairs_tui.store import TickStore
+from pairs_tui.store import StoreTarget, TickStore, target_text
 
 TRADE_COLUMNS = tuple(f.name for f in fields(Trade))
 SWEEP_COLUMNS = ("entry", "exit", "stop", *(f.name for f in fields(Summary)))
@@ -70,7 +70,7 @@ class BacktestRun:
     result: BacktestResult
     span: tuple[int | None, int | None]  # --from, --to: bars opening in [from, to)
 
-    def command(self, db: Path) -> str:
+    def command(self, db: StoreTarget) -> str:
         """The `pairs-tui backtest` line that writes this run's files."""
         view, p = self.view, self.params
         args = ["pairs-tui", "backtest", *view.symbols, "--timeframe", view.timeframe]
@@ -84,7 +84,7 @@ class BacktestRun:
         for flag, at in zip(("--from", "--to"), self.span, strict=True):
             if at is not None:
                 args += [flag, str(iso(at))]
-        return shlex.join([*args, "--db", str(db), "-o", "DIR"])
+        return shlex.join([*args, "--db", target_text(db), "-o", "DIR"])
 
 
 def _arg(value: float) -> str:

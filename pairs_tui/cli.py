@@ -38,7 +38,14 @@ from pairs_tui.model import (
     printable,
     symbol_list,
 )
-from pairs_tui.store import STORE_ERRORS, StoreError, default_db_path
+from pairs_tui.store import (
+    STORE_ERRORS,
+    StoreError,
+    StoreTarget,
+    default_db_path,
+    is_postgres,
+    target_text,
+)
 
 if TYPE_CHECKING:
     from pairs_tui.alerts import RuleSpec
@@ -69,15 +76,20 @@ def _config(config_file: Path | None, **flags: dict[str, object]) -> Config:
     return apply(config, {k: v for k, v in layer.items() if v}, "command line")
 
 
-def _db_path(config: Config, db: Path | None, *, demo: bool = False) -> Path:
+def _db_path(config: Config, db: str | None, *, demo: bool = False) -> StoreTarget:
     """--db, else store.path, else the user data directory's ticks.db; the demo's
-    synthetic trades go to demo.db beside it unless --db names a file."""
+    synthetic trades go to demo.db beside it unless --db names a store. A postgresql://
+    URL is a database server's (the demo never writes into one that store.path names)."""
     if db is not None:
-        return _expand(db)
-    path = _expand(Path(config.store.path)) if config.store.path else default_db_path()
+        return db if is_postgres(db) else _expand(Path(db))
+    configured = config.store.path
+    if is_postgres(configured) and not demo:
+        return configured
+    path = _expand(Path(configured)) if configured and not is_postgres(configured) else None
+    path = path or default_db_path()
     if demo:
         path = path.with_name(DEMO_DB)
-    if not config.store.path:
+    if not configured or is_postgres(configured):
         path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -112,8 +124,8 @@ config_option = click.option(
 )
 db_option = click.option(
     "--db",
-    type=click.Path(path_type=Path),
-    help="The SQLite tick store (default: the user data directory, or store.path).",
+    help="The tick store: a SQLite file, or postgresql://user@host:port/dbname"
+    " (default: store.path, or ticks.db in the user data directory).",
 )
 seed_option = click.option("--seed", type=int, help="Pick another demo market (default 1).")
 ws_url_option = click.option("--ws-url", help="Binance WebSocket base URL (ws:// or wss://).")
@@ -241,7 +253,7 @@ def record(
     demo: bool,
     seed: int | None,
     duration: float | None,
-    db: Path | None,
+    db: str | None,
     ws_url: str | None,
     rest_url: str | None,
     no_backfill: bool,
@@ -274,7 +286,7 @@ def record(
         raise UsageProblem(str(exc)) from None
 
 
-async def _check_store(path: Path, source: str | None) -> None:
+async def _check_store(path: StoreTarget, source: str | None) -> None:
     """Open the store as the command will (StoreError says what is wrong with it) and,
     for a feed, check that it holds trades of the same source."""
     from pairs_tui.store import TickStore
@@ -284,10 +296,11 @@ async def _check_store(path: Path, source: str | None) -> None:
             await store.claim(source)
 
 
-def _existing_db(config: Config, db: Path | None, *, demo: bool = False) -> Path:
-    """Reading commands never create an empty store by accident."""
+def _existing_db(config: Config, db: str | None, *, demo: bool = False) -> StoreTarget:
+    """Reading commands never create an empty store by accident (a database server's
+    store is checked when it is opened read-only)."""
     path = _db_path(config, db, demo=demo)
-    if not path.is_file():
+    if not is_postgres(path) and not Path(path).is_file():
         raise UsageProblem(f"no tick store at {path}: record or import trades first, or pass --db")
     return path
 
@@ -408,7 +421,7 @@ def _rule_specs(
 def _session_plan(
     config: Config,
     view: PairView,
-    db_path: Path,
+    db_path: StoreTarget,
     *,
     demo: bool,
     seed: int | None,
@@ -471,7 +484,7 @@ def cockpit(
     lean: bool | None,
     alerts: tuple[str, ...],
     watchlist: str | None,
-    db: Path | None,
+    db: str | None,
     ws_url: str | None,
     rest_url: str | None,
     no_backfill: bool,
@@ -535,7 +548,7 @@ def cockpit(
 @click.option("--symbol", help="The symbol, when the file name does not say it.")
 @db_option
 @config_option
-def import_(files: tuple[Path, ...], symbol: str | None, db: Path | None, config_file: Path | None):
+def import_(files: tuple[Path, ...], symbol: str | None, db: str | None, config_file: Path | None):
     """Load Binance trade dumps (data.binance.vision .zip or .csv) into the tick store."""
     from pairs_tui.importer import DumpError, identify, run_imports
 
@@ -585,7 +598,7 @@ def export(
     until: str | None,
     asof: str | None,
     stream: str | None,
-    db: Path | None,
+    db: str | None,
     config_file: Path | None,
 ) -> None:
     """Export bars, analytics or the summary of a pair from the tick store."""
@@ -649,7 +662,7 @@ def watch(
     no_feed: bool,
     duration: float | None,
     refresh_every: float | None,
-    db: Path | None,
+    db: str | None,
     ws_url: str | None,
     rest_url: str | None,
     no_backfill: bool,
@@ -738,7 +751,7 @@ def scan(
     backfill: bool,
     rest_url: str | None,
     demo: bool,
-    db: Path | None,
+    db: str | None,
     config_file: Path | None,
 ) -> None:
     """Every pair of SYMBOLS ranked by cointegration (Engle-Granger p-value), from the
@@ -777,7 +790,7 @@ class _BackfillFrom:
 
 
 async def _backfill(
-    path: Path,
+    path: StoreTarget,
     names: tuple[str, ...],
     view: PairView,
     kind: StreamKind,
@@ -828,7 +841,7 @@ async def _backfill(
 
 
 async def _scan(
-    path: Path,
+    path: StoreTarget,
     names: tuple[str, ...],
     view: PairView,
     config: Config,
@@ -928,7 +941,7 @@ def backtest(
     until: str | None,
     out_dir: str,
     stream: str | None,
-    db: Path | None,
+    db: str | None,
     config_file: Path | None,
 ) -> None:
     """Trade the pair's z-score on the stored bars: enter at |z| >= E, exit at X, stop at S,
@@ -989,7 +1002,7 @@ def _levels(text: str, flag: str) -> tuple[float, ...]:
 
 
 async def _sweep(
-    path: Path,
+    path: StoreTarget,
     view: PairView,
     kind: StreamKind,
     grid: list[BacktestParams],
@@ -1034,7 +1047,7 @@ async def _sweep(
 
 
 async def _backtest(
-    path: Path,
+    path: StoreTarget,
     view: PairView,
     kind: StreamKind,
     params: BacktestParams,
@@ -1076,7 +1089,7 @@ async def _backtest(
 @click.option("--limit", type=click.IntRange(min=1), help="Only the newest N firings.")
 @db_option
 @config_option
-def alerts_(as_json: bool, limit: int | None, db: Path | None, config_file: Path | None) -> None:
+def alerts_(as_json: bool, limit: int | None, db: str | None, config_file: Path | None) -> None:
     """List the alert firings stored in the tick store, oldest first."""
     import json
 
@@ -1115,7 +1128,7 @@ def alerts_(as_json: bool, limit: int | None, db: Path | None, config_file: Path
 @db_option
 @config_option
 def prune(
-    older_than: str, dry_run: bool, yes: bool, db: Path | None, config_file: Path | None
+    older_than: str, dry_run: bool, yes: bool, db: str | None, config_file: Path | None
 ) -> None:
     """Delete old raw trades from the tick store, in small batches (a recorder writing
     meanwhile is not held up), and give the space back. On a terminal it asks first."""
@@ -1136,31 +1149,36 @@ def prune(
             async with await TickStore.open(path, readonly=True) as store:
                 return await store.count_older(cutoff)
 
-        going = f"{asyncio.run(count()):,} trades older than {iso(cutoff)} from {path}"
+        going = f"{asyncio.run(count()):,} trades older than {iso(cutoff)} from {target_text(path)}"
         if dry_run:
             click.echo(f"would prune {going} (dry run: nothing deleted)")
             return
         if not click.confirm(f"prune {going}?", err=True):
             click.echo("nothing pruned", err=True)
             return
-    size_before = path.stat().st_size
+
+    async def size() -> int:
+        async with await TickStore.open(path, readonly=True) as store:
+            return await store.size()
+
+    size_before = asyncio.run(size())
     live = sys.stderr.isatty()
 
     def progress(deleted: int) -> None:
         if live:
             click.echo(f"\rpruned {deleted:,} trades ...", nl=False, err=True)
 
-    async def run() -> int:
+    async def run() -> tuple[int, int]:
         async with await TickStore.open(path) as store:
-            return await store.prune(cutoff, progress=progress)
+            return await store.prune(cutoff, progress=progress), await store.size()
 
-    deleted = asyncio.run(run())
+    deleted, size_after = asyncio.run(run())
     if live:
         click.echo("\r\x1b[2K", nl=False, err=True)
     mib = 1024 * 1024
     click.echo(
-        f"pruned {deleted:,} trades older than {iso(cutoff)} from {path}"
-        f" ({size_before / mib:,.1f} MiB -> {path.stat().st_size / mib:,.1f} MiB)"
+        f"pruned {deleted:,} trades older than {iso(cutoff)} from {target_text(path)}"
+        f" ({size_before / mib:,.1f} MiB -> {size_after / mib:,.1f} MiB)"
     )
 
 

@@ -30,7 +30,7 @@ from pairs_tui import __version__
 from pairs_tui.analytics import CONVENTIONS, Summary
 from pairs_tui.engine import PairSnapshot, PairView, SymbolBars, analyze, join_bars
 from pairs_tui.model import EPOCH, StreamKind, iso
-from pairs_tui.store import TickStore
+from pairs_tui.store import StoreTarget, TickStore
 
 BARS_HEADER = ("ts", "symbol", "open", "high", "low", "close", "volume", "trades")
 ANALYTICS_HEADER = ("ts", "close_a", "close_b", "beta", "alpha", "spread", "zscore", "corr")
@@ -278,7 +278,7 @@ def emit(target: str | Path, fill: Callable[[TextIO], None], sidecar: dict | Non
 
 
 async def run_export(
-    db_path: Path,
+    db_path: StoreTarget,
     view: PairView,
     kind: StreamKind,
     what: str,

@@ -45,7 +45,7 @@ from pairs_tui.model import (
     normalise_symbols,
     printable,
 )
-from pairs_tui.store import ImportRow, TickStore
+from pairs_tui.store import ImportRow, StoreTarget, TickStore
 
 CHUNK_LINES = 200_000  # lines parsed and inserted at a time ...
 CHUNK_CHARS = 32 << 20  # ... or fewer, when they hold this many characters
@@ -351,7 +351,7 @@ async def import_file(
     return ImportResult(dump.path, dump.symbol, dump.kind, rows, inserted)
 
 
-async def run_imports(dumps: list[DumpFile], db_path: Path) -> list[DumpFile]:
+async def run_imports(dumps: list[DumpFile], db_path: StoreTarget) -> list[DumpFile]:
     """`pairs-tui import`: each file with a progress bar (rows/s) on stderr; the failures."""
     from rich.console import Console
 

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from pathlib import Path
 
 from pairs_tui.feed.binance import Batch, BinanceFeed
 from pairs_tui.model import FeedStats, describe
-from pairs_tui.store import STORE_ERRORS, TickStore
+from pairs_tui.store import STORE_ERRORS, StoreTarget, TickStore, target_text
 
 
 class RecordingStopped(Exception):
     """The feed → store pipeline ended by itself (a full disk, a broken store, a bug):
     the cause, worded once for every front."""
 
-    def __init__(self, cause: BaseException, db_path: Path) -> None:
-        where = f"cannot write {db_path}: " if isinstance(cause, STORE_ERRORS) else ""
+    def __init__(self, cause: BaseException, db_path: StoreTarget) -> None:
+        where = f"cannot write {target_text(db_path)}: " if isinstance(cause, STORE_ERRORS) else ""
         super().__init__(f"recording stopped: {where}{describe(cause)}")
         self.cause = cause
 

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
@@ -34,13 +33,13 @@ from pairs_tui.engine import bars_wanted
 from pairs_tui.feed.binance import FeedOptions
 from pairs_tui.model import TIMEFRAMES, FeedStats, printable
 from pairs_tui.recording import Recording, RecordingPlan
-from pairs_tui.store import TickStore
+from pairs_tui.store import StoreTarget, TickStore, target_text
 
 
 @dataclass(frozen=True)
 class RecordPlan:
     symbols: tuple[str, ...]
-    db_path: Path
+    db_path: StoreTarget
     demo: bool = False
     seed: int | None = None
     duration: float | None = None
@@ -81,11 +80,11 @@ def format_status(stats: FeedStats, rates: dict[str, float], now_us: int, now: f
     return " | ".join(parts)
 
 
-def stopped_line(stats: FeedStats, db_path: Path) -> str:
+def stopped_line(stats: FeedStats, db_path: StoreTarget) -> str:
     """What a recording leaves behind, said when it stops (record and the cockpit)."""
     stored = ", ".join(f"{s.symbol} {s.stored:,}" for s in stats.symbols)
     return (
-        f"stopped: trades stored {stored} in {db_path}; reconnects {stats.reconnects},"
+        f"stopped: trades stored {stored} in {target_text(db_path)}; reconnects {stats.reconnects},"
         f" gaps {stats.gaps}, duplicates {stats.duplicates}, malformed {stats.malformed}"
     )
 
@@ -170,7 +169,7 @@ async def run_record(plan: RecordPlan, config: Config, out: TextIO | None = None
             if recording.server is not None:
                 server = recording.server
                 printer.event(f"demo feed on {server.url} (seed {server.market.seed})")
-            printer.event(f"recording {', '.join(plan.symbols)} into {plan.db_path}")
+            printer.event(f"recording {', '.join(plan.symbols)} into {target_text(plan.db_path)}")
             if recording.history is not None:
                 if live:  # a progress bar until it is in; the stream is recorded meanwhile
                     await _show_backfill(recording, out, stop)

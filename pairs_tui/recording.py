@@ -14,7 +14,6 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from pathlib import Path
 
 from pairs_tui.feed.binance import BinanceFeed, FeedOptions
 from pairs_tui.feed.demo import DemoServer
@@ -23,7 +22,7 @@ from pairs_tui.history import History
 from pairs_tui.ingest import Ingest, RecordingStopped
 from pairs_tui.model import FeedStats, describe
 from pairs_tui.retention import keep_pruned
-from pairs_tui.store import TickStore
+from pairs_tui.store import StoreTarget, TickStore, target_text
 
 CHECK_S = 5.0  # the longest REST may hold the start up (exchangeInfo)
 FIRST_TRADE_S = 2.0  # history waits this long for the stream's first trade (the seam)
@@ -32,7 +31,7 @@ RETRY_S = 30.0  # after REST failed, history is asked again this much later
 
 @dataclass(frozen=True)
 class RecordingPlan:
-    db_path: Path
+    db_path: StoreTarget
     feed: FeedOptions
     demo: bool = False  # an embedded demo server, its URL replacing the feed's
     seed: int | None = None
@@ -203,7 +202,7 @@ class Recording:
             symbols,
             options,
             on_event=self.on_event,
-            on_warning=lambda text: self.on_notice(f"{text} in {self.plan.db_path}"),
+            on_warning=lambda text: self.on_notice(f"{text} in {target_text(self.plan.db_path)}"),
         )
         self.ingest = Ingest(feed, self.store, flush_interval=self.plan.flush_interval)
         self._task = asyncio.create_task(self.ingest.run(), name="ingest")

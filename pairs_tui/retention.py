@@ -8,16 +8,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from pairs_tui.model import describe, iso
-from pairs_tui.store import TickStore
+from pairs_tui.store import StoreTarget, TickStore
 
 EVERY_S = 600.0  # prune at start, then this often
 
 
 async def keep_pruned(
-    path: Path, keep_s: float, on_event: Callable[[str], None], *, every_s: float = EVERY_S
+    path: StoreTarget, keep_s: float, on_event: Callable[[str], None], *, every_s: float = EVERY_S
 ) -> None:
     """Run until cancelled: trades older than `keep_s` seconds are deleted. Whatever goes
     wrong is said and tried again next time (recording goes on either way)."""

@@ -24,7 +24,7 @@ from pairs_tui.feed.rest import UnknownSymbol
 from pairs_tui.ingest import RecordingStopped
 from pairs_tui.model import AlertEvent, FeedStats, StreamKind, printable, symbol_list
 from pairs_tui.recording import Recording, RecordingPlan
-from pairs_tui.store import STORE_ERRORS, TickStore
+from pairs_tui.store import STORE_ERRORS, StoreTarget, TickStore, target_text
 from pairs_tui.watchlist import Ranking, WatchlistEngine
 
 __all__ = [
@@ -34,16 +34,18 @@ __all__ = [
     "RecordingStopped",
     "Session",
     "SessionPlan",
+    "StoreTarget",
     "TooFewBars",
     "UnknownSymbol",
     "export_target",
+    "target_text",
 ]
 
 
 @dataclass(frozen=True)
 class SessionPlan:
     view: PairView
-    db_path: Path
+    db_path: StoreTarget
     feed: FeedOptions | None  # None: view the store only (another process records)
     demo: bool = False
     seed: int | None = None

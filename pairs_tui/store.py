@@ -1,17 +1,21 @@
-"""The SQLite tick store: one file, WAL, shared by a recorder and any number of readers.
+"""The tick store: `TickStore` says what every backend does, `SqliteStore` is the default.
 
-Only this module speaks SQL. A file is looked at before anything is written to it: one
-that holds another application's tables is refused as it is, byte for byte, and a
-read-only open (`readonly=True`, for commands that only read) never writes, migrates or
-switches the journal mode. Each (symbol, kind) is a row of `series`; trades are keyed
-by (series, trade_id) and inserted with ON CONFLICT DO NOTHING, so a re-delivered trade, a
-second recorder or a re-import never makes a duplicate. An integer series key instead of
-repeating the symbol text makes inserts about 40 % faster and the file about 30 %
-smaller. Prices and quantities are stored as the exchange's decimal text.
+Only this module and `store_pg.py` (the PostgreSQL backend, for a desk sharing one
+database) speak SQL; `TickStore.open` picks the backend from what `--db` names. The
+SQLite store is one file, WAL, shared by a recorder and any number of readers. A file is
+looked at before anything is written to it: one that holds another application's tables
+is refused as it is, byte for byte, and a read-only open (`readonly=True`, for commands
+that only read) never writes, migrates or switches the journal mode. Each (symbol, kind)
+is a row of `series`; trades are keyed by (series, trade_id) and inserted with ON
+CONFLICT DO NOTHING, so a re-delivered trade, a second recorder or a re-import never
+makes a duplicate. An integer series key instead of repeating the symbol text makes
+inserts about 40 % faster and the file about 30 % smaller. Prices and quantities are
+stored as the exchange's decimal text.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -25,7 +29,8 @@ from contextlib import asynccontextmanager
 from dataclasses import astuple, replace
 from functools import partial
 from pathlib import Path
-from typing import TypeAlias, TypeVar
+from typing import TypeAlias, TypeGuard, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import aiosqlite
 import platformdirs
@@ -162,8 +167,64 @@ class StoreBusy(Exception):
 STORE_ERRORS = (sqlite3.Error, StoreBusy, StoreError, OSError)
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# what --db and store.path name: a SQLite file, or a postgresql:// URL (never a Path: that
+# would fold its // into /)
+StoreTarget: TypeAlias = Path | str
+
+
+def is_postgres(target: StoreTarget) -> TypeGuard[str]:
+    """Does `--db` (or store.path) name a PostgreSQL database rather than a file?"""
+    return isinstance(target, str) and target.startswith(POSTGRES_SCHEMES)
+
+
+def shown_url(url: str) -> str:
+    """A database URL as messages show it: without the password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def target_text(target: StoreTarget) -> str:
+    """Where the trades are, as the user may see it: a path, or the URL without password."""
+    return shown_url(target) if is_postgres(target) else str(target)
+
+
 def default_db_path() -> Path:
     return platformdirs.user_data_path("pairs-tui", appauthor=False) / "ticks.db"
+
+
+def unstored_part(gap: Gap, held: int, low: int | None, high: int | None) -> Gap | None:
+    """The part of a gap the store does not hold, from what it holds in the gap's span
+    (how many, the lowest and highest id): another recorder on the same store may have
+    stored those trades (it started first), so they are no gap at all."""
+    if not held:
+        return gap
+    assert low is not None and high is not None
+    if held == gap.missing:
+        return None
+    if low == gap.from_id and high == low + held - 1:  # the start is stored
+        return replace(gap, from_id=high + 1)
+    if high == gap.to_id and low == high - held + 1:  # the end is stored
+        return replace(gap, to_id=low - 1)
+    return gap  # holes between stored trades: the span as the feed saw it
+
+
+def other_source(where: object, held: str, source: str) -> StoreError:
+    """A store holds trades of one source only: the demo's never mix with Binance's."""
+    other = (
+        "leave out --db (the demo records into demo.db beside ticks.db)"
+        if source == "demo"
+        else "use another --db"
+    )
+    return StoreError(
+        f"{where} holds {held} trades: a {source} feed does not write into it; {other}"
+    )
 
 
 def _listing(names: Sequence[str], most: int = 5) -> str:
@@ -242,7 +303,223 @@ async def _connect(path: Path, *, readonly: bool, immutable: bool = False) -> ai
     return await aiosqlite.connect(uri, uri=True, isolation_level=None)
 
 
-class TickStore:
+class TickStore(abc.ABC):
+    """What every store backend does: the engine, the recorder, the importer, alerts and
+    pruning use only this. `open` picks the backend from the target."""
+
+    path: Path | str  # what messages name: the file, or the URL without its password
+    readonly: bool
+    schema_version: int
+
+    @staticmethod
+    async def open(
+        target: StoreTarget, *, busy_timeout: float = 10.0, readonly: bool = False
+    ) -> TickStore:
+        """The store `target` names: a `postgresql://` URL, else a SQLite file (see
+        `SqliteStore.open_file` and `PgStore.connect`); StoreError with a plain reason."""
+        if is_postgres(target):
+            from pairs_tui.store_pg import PgStore
+
+            return await PgStore.connect(target, readonly=readonly)
+        return await SqliteStore.open_file(target, busy_timeout=busy_timeout, readonly=readonly)
+
+    async def __aenter__(self) -> TickStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _writing(self) -> None:
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only: nothing can be written to it")
+
+    async def history(
+        self, symbol: str, kind: StreamKind, timeframe: str, since_us: int = -(2**62)
+    ) -> list[HistoryBar]:
+        """History bars opening at or after `since_us`, oldest first."""
+        return [
+            HistoryBar(*row) for row in await self.history_rows(symbol, kind, timeframe, since_us)
+        ]
+
+    @abc.abstractmethod
+    async def claim(self, source: str) -> None:
+        """Trades of one source only: the demo's synthetic market never mixes with
+        Binance's. The first feed to write names the store's source; another is refused
+        (StoreError). A store from before sources were kept is taken as live."""
+
+    @abc.abstractmethod
+    async def check_source(self, source: str) -> None:
+        """StoreError if the store holds trades of another source (nothing is written)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Commit nothing more and let go of the database."""
+
+    @abc.abstractmethod
+    async def series_ids(self, symbols: Iterable[str], kind: StreamKind) -> dict[str, int]:
+        """The series id of each symbol for this kind of trade, created when new."""
+
+    @abc.abstractmethod
+    async def write(self, rows: Sequence[TradeRow], gaps: Sequence[Gap] = ()) -> int:
+        """Commit one batch in one transaction; returns how many trades were new."""
+
+    @abc.abstractmethod
+    def bulk(
+        self,
+    ) -> contextlib.AbstractAsyncContextManager[Callable[[Sequence[ImportRow]], Awaitable[int]]]:
+        """One transaction for many batches (an import of Binance's own trades): all of
+        them or none, the store claimed for live trades with them."""
+
+    @abc.abstractmethod
+    async def count_older(self, before_us: int) -> int:
+        """How many trades `prune(before_us)` would delete (the time index, per series)."""
+
+    @abc.abstractmethod
+    async def prune(
+        self,
+        before_us: int,
+        *,
+        batch: int = 20_000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete trades older than `before_us` (each series keeps its newest trade, so a
+        later recorder sees the gap from there), in short steps, so a recorder writing
+        meanwhile waits milliseconds, not minutes; returns how many. Use a store opened
+        for it alone (`TickStore.open` again)."""
+
+    @abc.abstractmethod
+    async def add_rule(self, pair: tuple[str, str], timeframe: str, rule: str, now_us: int) -> int:
+        """Store a rule (its canonical text); the id of the stored one if already there."""
+
+    @abc.abstractmethod
+    async def rules(self) -> list[RuleRecord]:
+        """Every stored rule, as stored: `alerts.load_rules` parses them (and says which
+        cannot be)."""
+
+    @abc.abstractmethod
+    async def remove_rule(self, rule_id: int) -> None:
+        """Delete the rule (its past firings stay)."""
+
+    @abc.abstractmethod
+    async def mute_rule(self, rule_id: int, muted: bool) -> None:
+        """No toast, bell or log for the rule until unmuted."""
+
+    @abc.abstractmethod
+    async def add_events(self, events: Sequence[AlertEvent]) -> None:
+        """Store alert firings."""
+
+    @abc.abstractmethod
+    async def events(self, limit: int | None = None) -> list[AlertEvent]:
+        """Stored firings, oldest first (the newest `limit` of them)."""
+
+    @abc.abstractmethod
+    async def trade_ids(self, symbol: str, kind: StreamKind = StreamKind.TRADE) -> list[int]:
+        """Every stored trade id of the symbol, ascending."""
+
+    @abc.abstractmethod
+    async def trades(
+        self, symbol: str, kind: StreamKind = StreamKind.TRADE, *, after_id: int = -1
+    ) -> list[TradeRow]:
+        """Stored trades after `after_id`, as rows, in id order."""
+
+    @abc.abstractmethod
+    async def add_history(
+        self, symbol: str, kind: StreamKind, timeframe: str, bars: Sequence[HistoryBar]
+    ) -> None:
+        """Store history bars (a seam bar stored again replaces the old one)."""
+
+    @abc.abstractmethod
+    async def history_rev(self) -> tuple[int, int]:
+        """(bars, fills): each moves when history bars are added or a gap is filled,
+        by any process, so readers know to load them."""
+
+    @abc.abstractmethod
+    async def history_rows(
+        self, symbol: str, kind: StreamKind, timeframe: str, since_us: int = -(2**62)
+    ) -> list[tuple[int, float, float, float, float, float, int, int | None]]:
+        """The same, as tuples in HistoryBar's field order: a watchlist reads tens of
+        thousands, and turns them into a frame off the event loop."""
+
+    @abc.abstractmethod
+    async def history_opens(self, symbol: str, kind: StreamKind, timeframe: str) -> set[int]:
+        """The open times of the whole history bars held: what is never asked again."""
+
+    @abc.abstractmethod
+    async def first_trade(
+        self, symbol: str, kind: StreamKind, from_id: int = -1
+    ) -> tuple[int, int] | None:
+        """(trade id, time µs) of the oldest stored trade (from `from_id` on): where the
+        stream's tape begins."""
+
+    @abc.abstractmethod
+    async def last_trade(
+        self, symbol: str, kind: StreamKind, before_id: int = 2**62
+    ) -> tuple[int, int] | None:
+        """(trade id, time µs) of the newest stored trade (before `before_id`)."""
+
+    @abc.abstractmethod
+    async def qty_between(self, symbol: str, kind: StreamKind, first: int, last: int) -> list[str]:
+        """The quantities of stored trades `first`..`last` (ids), as sent."""
+
+    @abc.abstractmethod
+    async def open_gaps(self) -> list[tuple[int, Gap]]:
+        """(rowid, gap) of the gaps no history has filled yet, oldest first."""
+
+    @abc.abstractmethod
+    async def fill_gap(self, rowid: int, rows: Sequence[TradeRow], now_us: int) -> int:
+        """The missing trades stored and the gap marked filled, in one transaction;
+        returns how many trades were new."""
+
+    @abc.abstractmethod
+    async def read_trades(
+        self,
+        symbol: str,
+        kind: StreamKind,
+        *,
+        after_id: int = -1,
+        until_us: int | None = None,
+        limit: int = 500_000,
+    ) -> list[tuple[int, int, str, str]]:
+        """(ts_us, trade_id, price, qty) of trades with id > after_id, in id order.
+
+        Reads walk the primary key from a watermark, so a refresh costs what is new,
+        not what is stored.
+        """
+
+    @abc.abstractmethod
+    async def first_id_since(self, symbol: str, kind: StreamKind, since_us: int) -> int | None:
+        """The smallest trade id at or after `since_us` (found through the time index)."""
+
+    @abc.abstractmethod
+    async def last_id(self, symbol: str, kind: StreamKind) -> int | None:
+        """The newest stored trade id."""
+
+    @abc.abstractmethod
+    async def last_time(self, symbol: str, kind: StreamKind) -> int | None:
+        """The newest stored trade time, µs."""
+
+    @abc.abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """Stored trades per symbol."""
+
+    @abc.abstractmethod
+    async def gaps(self) -> list[Gap]:
+        """Every gap the feed saw, oldest first."""
+
+    @abc.abstractmethod
+    async def size(self) -> int:
+        """Bytes the store takes (what pruning gives back shows here)."""
+
+    @abc.abstractmethod
+    async def integrity_ok(self) -> bool:
+        """Does the database check itself as sound?"""
+
+
+class SqliteStore(TickStore):
+    """The default store: one SQLite file in WAL mode."""
+
+    path: Path
+
     def __init__(self, path: Path, conn: aiosqlite.Connection, *, readonly: bool = False):
         self.path = path
         self._conn = conn
@@ -255,9 +532,9 @@ class TickStore:
         self._stamp: tuple[int, int] | None = None  # the file's mtime and size at open
 
     @classmethod
-    async def open(
+    async def open_file(
         cls, path: Path | str, *, busy_timeout: float = 10.0, readonly: bool = False
-    ) -> TickStore:
+    ) -> SqliteStore:
         """Open (creating or migrating) the store; raise StoreError with a plain reason.
 
         A file that is not a pairs-tui store (another application's tables, with or
@@ -392,9 +669,6 @@ class TickStore:
         self.schema_version = SCHEMA_VERSION
 
     async def claim(self, source: str) -> None:
-        """Trades of one source only: the demo's synthetic market never mixes with
-        Binance's. The first feed to write names the store's source; another is refused
-        (StoreError). A store from before sources were kept is taken as live."""
         self._writing()
         await self._conn.execute(
             "INSERT INTO meta VALUES ('source', ?) ON CONFLICT DO NOTHING",
@@ -403,23 +677,11 @@ class TickStore:
         await self.check_source(source)
 
     async def check_source(self, source: str) -> None:
-        """StoreError if the store holds trades of another source (nothing is written)."""
         held = await self._scalar("SELECT max(value) FROM meta WHERE key = 'source'")
         if held is None and await self._scalar("SELECT count(*) FROM series"):
             held = "live"  # a store from before sources were kept
         if held is not None and held != source:
-            other = (
-                "leave out --db (the demo records into demo.db beside ticks.db)"
-                if source == "demo"
-                else "use another --db"
-            )
-            raise StoreError(
-                f"{self.path} holds {held} trades: a {source} feed does not write into it; {other}"
-            )
-
-    def _writing(self) -> None:
-        if self.readonly:
-            raise StoreError(f"{self.path} is open read-only: nothing can be written to it")
+            raise other_source(self.path, str(held), source)
 
     async def close(self) -> None:
         await self._conn.close()
@@ -427,14 +689,7 @@ class TickStore:
             self._tidy = False
             await asyncio.to_thread(_drop_shared_files, self.path)
 
-    async def __aenter__(self) -> TickStore:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     async def series_ids(self, symbols: Iterable[str], kind: StreamKind) -> dict[str, int]:
-        """The series id of each symbol for this kind of trade, created when new."""
         self._writing()
         conn = self._conn
         ids = {}
@@ -447,7 +702,6 @@ class TickStore:
 
     # -- writing ------------------------------------------------------------------------
     async def write(self, rows: Sequence[TradeRow], gaps: Sequence[Gap] = ()) -> int:
-        """Commit one batch in one transaction; returns how many trades were new."""
         self._writing()
         return await self._retrying(lambda: self._write_once(rows, gaps))
 
@@ -493,8 +747,6 @@ class TickStore:
         return max(inserted, 0)
 
     async def _unstored(self, gap: Gap) -> Gap | None:
-        """The part of a gap the store does not hold: another recorder on the same file
-        may have stored those trades (it started first), so they are no gap at all."""
         cursor = await self._conn.execute(
             f"SELECT count(*), min(trade_id), max(trade_id) FROM trades"
             f" WHERE series = {_SERIES} AND trade_id BETWEEN ? AND ?",
@@ -502,21 +754,10 @@ class TickStore:
         )
         row = await cursor.fetchone()
         assert row is not None
-        held, low, high = row
-        if not held:
-            return gap
-        if held == gap.missing:
-            return None
-        if low == gap.from_id and high == low + held - 1:  # the start is stored
-            return replace(gap, from_id=high + 1)
-        if high == gap.to_id and low == high - held + 1:  # the end is stored
-            return replace(gap, to_id=low - 1)
-        return gap  # holes between stored trades: the span as the feed saw it
+        return unstored_part(gap, *row)
 
     @asynccontextmanager
     async def bulk(self) -> AsyncIterator[Callable[[Sequence[ImportRow]], Awaitable[int]]]:
-        """One transaction for many batches (an import of Binance's own trades): all of
-        them or none, the store claimed for live trades with them."""
         self._writing()
         async with self._transaction() as conn:
 
@@ -529,7 +770,6 @@ class TickStore:
 
     # -- pruning --------------------------------------------------------------------------
     async def count_older(self, before_us: int) -> int:
-        """How many trades `prune(before_us)` would delete (the time index, per series)."""
         await self._follow_writer()
         cursor = await self._conn.execute("SELECT id FROM series")
         total = 0
@@ -594,7 +834,6 @@ class TickStore:
 
     # -- alert rules and events -----------------------------------------------------------
     async def add_rule(self, pair: tuple[str, str], timeframe: str, rule: str, now_us: int) -> int:
-        """Store a rule (its canonical text); the id of the stored one if already there."""
         self._writing()
         await self._conn.execute(
             "INSERT INTO alert_rules (symbol_a, symbol_b, timeframe, rule, created_us)"
@@ -610,8 +849,6 @@ class TickStore:
         return rule_id
 
     async def rules(self) -> list[RuleRecord]:
-        """Every stored rule, as stored: `alerts.load_rules` parses them (and says which
-        cannot be)."""
         if self.schema_version < 2:  # read-only, not migrated: it cannot hold any
             return []
         await self._follow_writer()
@@ -656,7 +893,6 @@ class TickStore:
         )
 
     async def events(self, limit: int | None = None) -> list[AlertEvent]:
-        """Stored firings, oldest first (the newest `limit` of them)."""
         if self.schema_version < 2:  # read-only, not migrated: it cannot hold any
             return []
         await self._follow_writer()
@@ -697,7 +933,6 @@ class TickStore:
     async def add_history(
         self, symbol: str, kind: StreamKind, timeframe: str, bars: Sequence[HistoryBar]
     ) -> None:
-        """Store history bars (a seam bar stored again replaces the old one)."""
         self._writing()
         if not bars:
             return
@@ -721,8 +956,6 @@ class TickStore:
         )
 
     async def history_rev(self) -> tuple[int, int]:
-        """(bars, fills): each moves when history bars are added or a gap is filled,
-        by any process, so readers know to load them."""
         await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT key, value FROM meta WHERE key IN (?, ?)", (_BARS_REV, _FILLS_REV)
@@ -730,19 +963,9 @@ class TickStore:
         revs = {key: int(value) for key, value in await cursor.fetchall()}
         return revs.get(_BARS_REV, 0), revs.get(_FILLS_REV, 0)
 
-    async def history(
-        self, symbol: str, kind: StreamKind, timeframe: str, since_us: int = -(2**62)
-    ) -> list[HistoryBar]:
-        """History bars opening at or after `since_us`, oldest first."""
-        return [
-            HistoryBar(*row) for row in await self.history_rows(symbol, kind, timeframe, since_us)
-        ]
-
     async def history_rows(
         self, symbol: str, kind: StreamKind, timeframe: str, since_us: int = -(2**62)
     ) -> list[tuple[int, float, float, float, float, float, int, int | None]]:
-        """The same, as tuples in HistoryBar's field order: a watchlist reads tens of
-        thousands, and turns them into a frame off the event loop."""
         await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT open_us, open, high, low, close, volume, trades, until_id FROM history"
@@ -752,7 +975,6 @@ class TickStore:
         return list(await cursor.fetchall())  # type: ignore[arg-type]
 
     async def history_opens(self, symbol: str, kind: StreamKind, timeframe: str) -> set[int]:
-        """The open times of the whole history bars held: what is never asked again."""
         await self._follow_writer()
         cursor = await self._conn.execute(
             f"SELECT open_us FROM history WHERE series = {_SERIES} AND timeframe = ?"
@@ -764,8 +986,6 @@ class TickStore:
     async def first_trade(
         self, symbol: str, kind: StreamKind, from_id: int = -1
     ) -> tuple[int, int] | None:
-        """(trade id, time µs) of the oldest stored trade (from `from_id` on): where the
-        stream's tape begins."""
         return await self._trade_row(
             f"SELECT trade_id, ts_us FROM trades WHERE series = {_SERIES} AND trade_id >= ?"
             " ORDER BY trade_id LIMIT 1",
@@ -775,7 +995,6 @@ class TickStore:
     async def last_trade(
         self, symbol: str, kind: StreamKind, before_id: int = 2**62
     ) -> tuple[int, int] | None:
-        """(trade id, time µs) of the newest stored trade (before `before_id`)."""
         return await self._trade_row(
             f"SELECT trade_id, ts_us FROM trades WHERE series = {_SERIES} AND trade_id < ?"
             " ORDER BY trade_id DESC LIMIT 1",
@@ -789,7 +1008,6 @@ class TickStore:
         return (row[0], row[1]) if row is not None else None
 
     async def qty_between(self, symbol: str, kind: StreamKind, first: int, last: int) -> list[str]:
-        """The quantities of stored trades `first`..`last` (ids), as sent."""
         await self._follow_writer()
         cursor = await self._conn.execute(
             f"SELECT qty FROM trades WHERE series = {_SERIES} AND trade_id BETWEEN ? AND ?",
@@ -798,7 +1016,6 @@ class TickStore:
         return [row[0] for row in await cursor.fetchall()]
 
     async def open_gaps(self) -> list[tuple[int, Gap]]:
-        """(rowid, gap) of the gaps no history has filled yet, oldest first."""
         await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT rowid, symbol, kind, from_id, to_id, detected_us FROM gaps"
@@ -810,8 +1027,6 @@ class TickStore:
         ]
 
     async def fill_gap(self, rowid: int, rows: Sequence[TradeRow], now_us: int) -> int:
-        """The missing trades stored and the gap marked filled, in one transaction;
-        returns how many trades were new."""
         self._writing()
 
         async def once() -> int:
@@ -832,11 +1047,6 @@ class TickStore:
         until_us: int | None = None,
         limit: int = 500_000,
     ) -> list[tuple[int, int, str, str]]:
-        """(ts_us, trade_id, price, qty) of trades with id > after_id, in id order.
-
-        Reads walk the primary key from a watermark, so a refresh costs what is new,
-        not what is stored.
-        """
         await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT ts_us, trade_id, price, qty FROM trades"
@@ -847,7 +1057,6 @@ class TickStore:
         return [(r[0], r[1], r[2], r[3]) for r in await cursor.fetchall()]
 
     async def first_id_since(self, symbol: str, kind: StreamKind, since_us: int) -> int | None:
-        """The smallest trade id at or after `since_us` (found through the time index)."""
         return await self._int(
             f"SELECT min(trade_id) FROM trades WHERE series = {_SERIES} AND ts_us >= ?",
             (symbol, kind.value, since_us),
@@ -880,6 +1089,9 @@ class TickStore:
             Gap(row[0], StreamKind(row[1]), row[2], row[3], row[4])
             for row in await cursor.fetchall()
         ]
+
+    async def size(self) -> int:
+        return (await asyncio.to_thread(self.path.stat)).st_size
 
     async def integrity_ok(self) -> bool:
         return await self._scalar("PRAGMA integrity_check") == "ok"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pgcluster import Cluster, binaries
 
 from pairs_tui.feed.demo import DemoTrade, SyntheticMarket
 from pairs_tui.model import StreamKind
@@ -50,6 +52,41 @@ LOOPBACK_ONLY = (
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "ticks.db"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """This worker's throwaway PostgreSQL server (see pgcluster.py): a skip with the reason
+    where there is none, a failure under CI=true."""
+    bin_dir = binaries()
+    why = None if bin_dir is not None else "no PostgreSQL binaries (initdb) on this machine"
+    cluster = None
+    if bin_dir is not None:
+        try:
+            cluster = Cluster(bin_dir).start()
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = f"cannot start a PostgreSQL server: {exc}"
+    if cluster is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}: CI runs the PostgreSQL tests")
+        pytest.skip(str(why))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> str:
+    """A fresh, empty PostgreSQL database for this test (its URL has the password)."""
+    return pg_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a store test keeps its store: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "ticks.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 PAIR = ("BTCUSDT", "ETHUSDT")
@@ -114,6 +151,24 @@ def pairs_tui_cmd(*args: str) -> list[str]:
 
 
 TIERS = ("unit", "server", "pty")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, import every test module once here, in the controller, before
+    the workers start: pytest caches each module with its asserts rewritten (and Python
+    the package's bytecode), and every worker then reads those instead of redoing them.
+    PYTHONDONTWRITEBYTECODE, set on these machines, would keep any process from writing
+    that cache: each of six workers rewrote every module itself, 3 s of CPU apiece."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        return
+    import importlib
+
+    before, sys.dont_write_bytecode = sys.dont_write_bytecode, False
+    try:
+        for path in sorted(Path(__file__).parent.glob("test_*.py")):
+            importlib.import_module(path.stem)
+    finally:
+        sys.dont_write_bytecode = before
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

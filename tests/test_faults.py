@@ -308,15 +308,15 @@ async def test_a_slow_disk_holds_the_feed_back_without_losing_a_trade(db_path, m
     """Every commit takes 0.6 s (an fsync stuck behind other I/O): the session's pending
     trades stop at the bound, the consumer stops reading until the disk catches up, the
     watchdog does not mistake that for a dead server, and nothing is dropped."""
-    from pairs_tui.store import TickStore
+    from pairs_tui.store import SqliteStore
 
-    real_write = TickStore._write_once
+    real_write = SqliteStore._write_once
 
     async def slow_write(self, rows, gaps):
         await asyncio.sleep(0.6)
         return await real_write(self, rows, gaps)
 
-    monkeypatch.setattr(TickStore, "_write_once", slow_write)
+    monkeypatch.setattr(SqliteStore, "_write_once", slow_write)
     server = await DemoServer(record_delivered=True, seed=12, rate=2500).start()
     options = replace(FAST, ws_url=server.url, max_pending=1000, batch_rows=200, stale_after=0.3)
     session = Session(SessionPlan(PairView(*PAIR, "1s", 5, 600), db_path, options))

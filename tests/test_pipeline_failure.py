@@ -87,7 +87,7 @@ def test_a_bug_that_stops_ingestion_is_a_crash_with_a_log(tmp_path, isolated_hom
         "import pairs_tui.store as store\n"
         "async def boom(self, rows, gaps=()):\n"
         "    raise ZeroDivisionError('forced by the test plugin')\n"
-        "store.TickStore.write = boom\n"
+        "store.SqliteStore.write = boom\n"
     )
     argv = [sys.executable, "-m", "pairs_tui", "record", "btcusdt", "ethusdt"]
     argv += [*fast_demo(tmp_path), "--duration", "30"]

@@ -1,4 +1,5 @@
-"""The tick store on real SQLite files: schema, idempotence, bad files, sharing."""
+"""The tick store on real SQLite files and a real PostgreSQL server: schema, idempotence,
+bad files and databases, sharing. Tests taking `store_at` run on both backends."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ async def test_schema_wal_and_version(db_path):
     assert "trades_by_time" in str(plan)  # reading one symbol by time uses the index
 
 
-async def test_prices_keep_their_exact_text_and_inserts_are_idempotent(db_path):
-    async with await TickStore.open(db_path) as store:
+async def test_prices_keep_their_exact_text_and_inserts_are_idempotent(store_at):
+    async with await TickStore.open(store_at) as store:
         assert await store.series_ids(["BTCUSDT"], StreamKind.TRADE) == {"BTCUSDT": 1}
         rows = [row(1, price="0.00000638"), row(2, price="102571.17000000"), row(3, price="1e-8")]
         assert await store.write(rows) == 3
@@ -49,8 +50,8 @@ async def test_prices_keep_their_exact_text_and_inserts_are_idempotent(db_path):
     assert stored[0] == rows[0]
 
 
-async def test_trade_and_aggtrade_ids_do_not_collide(db_path):
-    async with await TickStore.open(db_path) as store:
+async def test_trade_and_aggtrade_ids_do_not_collide(store_at):
+    async with await TickStore.open(store_at) as store:
         trade = await store.series_ids(["BTCUSDT"], StreamKind.TRADE)
         agg = await store.series_ids(["BTCUSDT"], StreamKind.AGG_TRADE)
         assert trade != agg
@@ -59,19 +60,19 @@ async def test_trade_and_aggtrade_ids_do_not_collide(db_path):
         assert await store.trade_ids("BTCUSDT", StreamKind.AGG_TRADE) == [1]
 
 
-async def test_gaps_are_stored_with_the_batch(db_path):
+async def test_gaps_are_stored_with_the_batch(store_at):
     gap = Gap("ETHUSDT", StreamKind.TRADE, 10, 12, 99)
-    async with await TickStore.open(db_path) as store:
+    async with await TickStore.open(store_at) as store:
         ids = await store.series_ids(["ETHUSDT"], StreamKind.TRADE)
         await store.write([row(1, ids["ETHUSDT"])], [gap])
         assert await store.gaps() == [gap]
     assert gap.missing == 3
 
 
-async def test_a_gap_another_recorder_filled_is_not_recorded(db_path):
+async def test_a_gap_another_recorder_filled_is_not_recorded(store_at):
     """Two recorders on one file: the later one's tracking starts at the store's last id
     and may take trades the first one stored meanwhile for missing ones."""
-    async with await TickStore.open(db_path) as store:
+    async with await TickStore.open(store_at) as store:
         s = (await store.series_ids(["ETHUSDT"], StreamKind.TRADE))["ETHUSDT"]
         await store.write([row(i, s) for i in (10, 11, 12, 20, 21, 31, 33)])
 
@@ -111,9 +112,9 @@ async def test_newer_schema_is_refused(db_path):
         await TickStore.open(db_path)
 
 
-async def test_two_writers_and_a_reader_share_one_file(db_path):
+async def test_two_writers_and_a_reader_share_one_file(store_at):
     """Two recorders of the same trades (say two machines' feeds) never duplicate or lock."""
-    stores = [await TickStore.open(db_path) for _ in range(3)]
+    stores = [await TickStore.open(store_at) for _ in range(3)]
     writer_a, writer_b, reader = stores
     ids = [await s.series_ids(["BTCUSDT"], StreamKind.TRADE) for s in stores]
     assert ids[0] == ids[1] == ids[2] == {"BTCUSDT": 1}  # one series, whoever asks
@@ -136,10 +137,10 @@ async def test_concurrent_first_open_migrates_once(db_path):
     assert sqlite3.connect(db_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
-async def test_history_and_trades_written_at_once_share_the_connection(db_path):
+async def test_history_and_trades_written_at_once_share_the_connection(store_at):
     """The recorder's batches and history (backfill, filled gaps) are written by two
     tasks through one connection: each transaction waits for the other, none fails."""
-    async with await TickStore.open(db_path) as store:
+    async with await TickStore.open(store_at) as store:
         [series] = (await store.series_ids(["BTCUSDT"], StreamKind.TRADE)).values()
         trades = [
             store.write([(series, i, 1_700_000_000_000_000 + i, None, "1.5", "0.1", 0)])

@@ -51,6 +51,7 @@ from pairs_tui.session import (
     Session,
     SessionPlan,
     UnknownSymbol,
+    target_text,
 )
 from pairs_tui.ui.backtest import BacktestScreen
 from pairs_tui.ui.charts import Z_TICK_STEPS, ChartSpec, Line, fingerprint, render, waiting_for
@@ -645,7 +646,7 @@ class PairsApp(App[int]):
 
     def action_help(self) -> None:
         session = self.session
-        store = printable(str(session.plan.db_path))
+        store = printable(target_text(session.plan.db_path))
         if session.feed_label:
             store += f"  ({session.feed_label} trades are recorded here)"
         self.push_screen(HelpScreen(self.KEYS_HELP, store))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -29,7 +28,7 @@ from textual.widgets import Footer, Static
 
 from pairs_tui.backtest_files import number_text, summary_rows
 from pairs_tui.model import describe, printable
-from pairs_tui.session import BacktestRun, TooFewBars
+from pairs_tui.session import BacktestRun, StoreTarget, TooFewBars
 from pairs_tui.ui.charts import Z_TICK_STEPS, ChartSpec, Line, Marks, render
 from pairs_tui.ui.pair_table import Column, PairTable, Row
 from pairs_tui.ui.widgets import ChartView
@@ -150,7 +149,7 @@ def head_text(run: BacktestRun) -> Text:
     return text
 
 
-def summary_panel(run: BacktestRun, db: Path) -> Group:
+def summary_panel(run: BacktestRun, db: StoreTarget) -> Group:
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -174,7 +173,7 @@ class BacktestScreen(Screen[None]):
     run: reactive[BacktestRun | None] = reactive(None, always_update=True)
 
     def __init__(
-        self, backtest: Callable[[], Awaitable[BacktestRun]], db: Path, *, lean: bool = False
+        self, backtest: Callable[[], Awaitable[BacktestRun]], db: StoreTarget, *, lean: bool = False
     ) -> None:
         super().__init__()
         self._backtest = backtest
