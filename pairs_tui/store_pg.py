@@ -174,6 +174,7 @@ class PgStore(TickStore):
         self.schema_version = PG_SCHEMA_VERSION
         self._pool = pool
         self._days: set[int] = set()  # days that have their partition
+        self.retries = 0  # operations tried again after a lost connection
 
     @classmethod
     async def connect(cls, url: str, *, readonly: bool = False) -> PgStore:
@@ -279,6 +280,7 @@ class PgStore(TickStore):
                         f"lost the connection to {self.path} for {RETRY_FOR_S:g} s:"
                         f" {_reason(exc, '')}"
                     ) from None
+                self.retries += 1
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 5.0)
             except asyncpg.PostgresError as exc:

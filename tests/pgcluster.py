@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
@@ -52,6 +53,7 @@ class Cluster:
             self._as.append("--clear-groups")
         self.root.chmod(0o700)
         self._databases = 0
+        self._settings = ""
 
     def _run(self, *args: str) -> None:
         subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=60)
@@ -67,16 +69,27 @@ class Cluster:
             f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
             "--no-sync", "-E", "UTF8", "--locale=C",
         )  # fmt: skip
-        settings = (
+        self._settings = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root}"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             " -c shared_buffers=32MB -c max_connections=60"
         )
         self._run(
-            str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", settings,
+            str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", self._settings,
             "-l", str(self.root / "log"), "-w", "-t", "30", "start",
         )  # fmt: skip
         return self
+
+    def outage(self, seconds: float) -> None:
+        """Down for `seconds`, then up again, as through a crash or a failover: every
+        connection is cut, and new ones are refused meanwhile."""
+        pg_ctl = str(self.bin_dir / "pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+        time.sleep(seconds)
+        self._run(
+            pg_ctl, "-D", str(self.data), "-o", self._settings, "-l", str(self.root / "log"),
+            "-w", "start",
+        )  # fmt: skip
 
     def url(self, dbname: str = "postgres", *, password: bool = True) -> str:
         auth = f"{SUPERUSER}:{PASSWORD}" if password else SUPERUSER

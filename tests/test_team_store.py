@@ -13,11 +13,12 @@ import subprocess
 import asyncpg
 import numpy as np
 import pytest
-from conftest import cli_env, pairs_tui_cmd
+from conftest import cli_env, pairs_tui_cmd, wait_until
 from test_import_export import dump_lines, invoke, tape, write_dump
 
 from pairs_tui.engine import PairView
-from pairs_tui.feed.demo import SyntheticMarket
+from pairs_tui.feed.binance import FeedOptions
+from pairs_tui.feed.demo import DemoServer, SyntheticMarket
 from pairs_tui.session import Session, SessionPlan
 from pairs_tui.store import shown_url
 
@@ -151,3 +152,39 @@ def test_two_recorders_on_overlapping_symbols_store_every_trade_once(
         want = [(t.trade_id, t.time_ms * 1000, t.price, t.qty, t.buyer_maker)
                 for t in tape_rows if ids[0] <= t.trade_id <= ids[-1]]  # fmt: skip
         assert want == rows, symbol
+
+
+async def test_a_database_outage_mid_recording_loses_no_trade(pg_url, pg_cluster):
+    """The server goes down for 2 s and comes back (every connection cut) while trades
+    stream in:
+    the recorder's batch is tried again with backoff, its pending trades wait, and every
+    delivered trade is stored once; alert rules written by one session are another's."""
+    server = await DemoServer(record_delivered=True, seed=12, rate=400).start()
+    options = FeedOptions(ws_url=server.url, backoff_initial=0.05, backoff_max=0.5, stale_after=5)
+    view = PairView("BTCUSDT", "ETHUSDT", "1s", 5, 100)
+    session = Session(SessionPlan(view, pg_url, options))
+    await session.start()
+    try:
+        stored = session.recording.ingest.stored
+        await wait_until(lambda: sum(stored.values()) > 300, 15)
+        await session.add_rule("abs(z) > 2")
+        await asyncio.to_thread(pg_cluster.outage, 2.0)
+        at_restart = sum(stored.values())
+        await wait_until(lambda: sum(stored.values()) > at_restart + 300, 30)
+        await server.stop()
+        delivered = {s: sorted(set(ids)) for s, ids in server.delivered.items()}
+        await wait_until(lambda: sum(stored.values()) == sum(map(len, delivered.values())), 30)
+    finally:
+        await session.stop()
+    assert session.failure is None
+    assert session.store.retries > 0  # the outage was met, and waited out
+
+    viewer = Session(SessionPlan(view, pg_url, None))  # another machine's cockpit
+    await viewer.start()
+    try:
+        assert [r.rule.text for r in viewer.rules()] == ["abs(z) > 2"]
+        for symbol, ids in delivered.items():
+            assert [t[1] for t in await viewer.store.trades(symbol)] == ids, symbol
+        assert await viewer.store.gaps() == []
+    finally:
+        await viewer.stop()
