@@ -1182,6 +1182,50 @@ def prune(
     )
 
 
+@cli.group()
+def db() -> None:
+    """Work on whole stores: `db copy SRC DST`."""
+
+
+@db.command("copy")
+@click.argument("source")
+@click.argument("destination")
+@config_option
+def db_copy(source: str, destination: str, config_file: Path | None) -> None:
+    """Copy a store into another: trades, history, gaps, alert rules and firings, SQLite
+    or postgresql://user@host:port/dbname either way. Run it again after an interruption:
+    it goes on where it stopped, and never stores a trade twice. The two stores are
+    counted at the end."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from pairs_tui.db_copy import copy_store
+
+    _config(config_file)  # a bad config file is said, as for every command
+    src = source if is_postgres(source) else _expand(Path(source))
+    if not is_postgres(src) and not Path(src).is_file():
+        raise UsageProblem(f"no tick store at {src}: give the store to copy from")
+    dst = destination if is_postgres(destination) else _expand(Path(destination))
+    columns = (TextColumn("copying"), BarColumn(), MofNCompleteColumn(), TextColumn("trades"))
+    shown = sys.stderr.isatty()
+    with Progress(
+        *columns, console=Console(file=sys.stderr), transient=True, disable=not shown
+    ) as bar:
+        task = bar.add_task("copy", total=None)
+        copied = asyncio.run(
+            copy_store(src, dst, lambda done, total: bar.update(task, completed=done, total=total))
+        )
+    click.echo(
+        f"copied {target_text(src)} into {target_text(dst)}: {copied.trades:,} new trades,"
+        f" {copied.history:,} history bars, {copied.rules} alert rules,"
+        f" {copied.events} alert firings"
+    )
+    if copied.mismatched:
+        raise RuntimeProblem("the counts differ: " + "; ".join(copied.mismatched))
+    listed = ", ".join(f"{symbol} {n:,}" for symbol, (n, _) in sorted(copied.counts.items()))
+    click.echo(f"counted: both hold {listed or 'no'} trades")
+
+
 @cli.command("demo-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=9443, show_default=True, type=click.IntRange(0, 65535))

@@ -347,9 +347,16 @@ class TickStore(abc.ABC):
         Binance's. The first feed to write names the store's source; another is refused
         (StoreError). A store from before sources were kept is taken as live."""
 
-    @abc.abstractmethod
     async def check_source(self, source: str) -> None:
         """StoreError if the store holds trades of another source (nothing is written)."""
+        held = await self.source()
+        if held is not None and held != source:
+            raise other_source(self.path, held, source)
+
+    @abc.abstractmethod
+    async def source(self) -> str | None:
+        """Whose trades the store holds: 'live' or 'demo'; None while it holds none (a
+        store from before sources were kept is live)."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -418,9 +425,18 @@ class TickStore(abc.ABC):
 
     @abc.abstractmethod
     async def trades(
-        self, symbol: str, kind: StreamKind = StreamKind.TRADE, *, after_id: int = -1
+        self,
+        symbol: str,
+        kind: StreamKind = StreamKind.TRADE,
+        *,
+        after_id: int = -1,
+        limit: int = 2**62,
     ) -> list[TradeRow]:
-        """Stored trades after `after_id`, as rows, in id order."""
+        """Stored trades after `after_id` (the first `limit`), as rows, in id order."""
+
+    @abc.abstractmethod
+    async def series(self) -> list[tuple[str, StreamKind]]:
+        """Every (symbol, kind) the store has trades or history of."""
 
     @abc.abstractmethod
     async def add_history(
@@ -676,12 +692,11 @@ class SqliteStore(TickStore):
         )  # autocommit, or part of the caller's transaction (an import's)
         await self.check_source(source)
 
-    async def check_source(self, source: str) -> None:
+    async def source(self) -> str | None:
         held = await self._scalar("SELECT max(value) FROM meta WHERE key = 'source'")
         if held is None and await self._scalar("SELECT count(*) FROM series"):
-            held = "live"  # a store from before sources were kept
-        if held is not None and held != source:
-            raise other_source(self.path, str(held), source)
+            return "live"
+        return None if held is None else str(held)
 
     async def close(self) -> None:
         await self._conn.close()
@@ -919,15 +934,25 @@ class SqliteStore(TickStore):
         return [row[0] for row in await cursor.fetchall()]
 
     async def trades(
-        self, symbol: str, kind: StreamKind = StreamKind.TRADE, *, after_id: int = -1
+        self,
+        symbol: str,
+        kind: StreamKind = StreamKind.TRADE,
+        *,
+        after_id: int = -1,
+        limit: int = 2**62,
     ) -> list[TradeRow]:
         await self._follow_writer()
         cursor = await self._conn.execute(
             "SELECT series, trade_id, ts_us, recv_us, price, qty, buyer_maker FROM trades"
-            f" WHERE series = {_SERIES} AND trade_id > ? ORDER BY trade_id",
-            (symbol, kind.value, after_id),
+            f" WHERE series = {_SERIES} AND trade_id > ? ORDER BY trade_id LIMIT ?",
+            (symbol, kind.value, after_id, limit),
         )
         return [(*row[:6], bool(row[6])) for row in await cursor.fetchall()]
+
+    async def series(self) -> list[tuple[str, StreamKind]]:
+        await self._follow_writer()
+        cursor = await self._conn.execute("SELECT symbol, kind FROM series ORDER BY id")
+        return [(row[0], StreamKind(row[1])) for row in await cursor.fetchall()]
 
     # -- the exchange's history ------------------------------------------------------
     async def add_history(

@@ -39,7 +39,6 @@ from pairs_tui.store import (
     ImportRow,
     StoreError,
     TickStore,
-    other_source,
     shown_url,
     unstored_part,
 )
@@ -346,12 +345,11 @@ class PgStore(TickStore):
         )
         await self.check_source(source)
 
-    async def check_source(self, source: str) -> None:
+    async def source(self) -> str | None:
         held = await self._value("SELECT value FROM meta WHERE key = 'source'")
         if held is None and await self._value("SELECT count(*) FROM series"):
-            held = "live"
-        if held is not None and held != source:
-            raise other_source(self.path, held, source)
+            return "live"
+        return None if held is None else str(held)
 
     async def series_ids(self, symbols: Iterable[str], kind: StreamKind) -> dict[str, int]:
         self._writing()
@@ -534,16 +532,26 @@ class PgStore(TickStore):
         return [row[0] for row in rows]
 
     async def trades(
-        self, symbol: str, kind: StreamKind = StreamKind.TRADE, *, after_id: int = -1
+        self,
+        symbol: str,
+        kind: StreamKind = StreamKind.TRADE,
+        *,
+        after_id: int = -1,
+        limit: int = 2**62,
     ) -> list[TradeRow]:
         rows = await self._fetch(
             "SELECT series, trade_id, ts_us, recv_us, price, qty, buyer_maker FROM trades"
-            f" WHERE series = {_SERIES} AND trade_id > $3 ORDER BY trade_id",
+            f" WHERE series = {_SERIES} AND trade_id > $3 ORDER BY trade_id LIMIT $4",
             symbol,
             kind.value,
             after_id,
+            limit,
         )
         return [tuple(row) for row in rows]
+
+    async def series(self) -> list[tuple[str, StreamKind]]:
+        rows = await self._fetch("SELECT symbol, kind FROM series ORDER BY id")
+        return [(row[0], StreamKind(row[1])) for row in rows]
 
     async def add_history(
         self, symbol: str, kind: StreamKind, timeframe: str, bars: Sequence[HistoryBar]

@@ -20,7 +20,7 @@ from pairs_tui.engine import PairView
 from pairs_tui.feed.binance import FeedOptions
 from pairs_tui.feed.demo import DemoServer, SyntheticMarket
 from pairs_tui.session import Session, SessionPlan
-from pairs_tui.store import shown_url
+from pairs_tui.store import TickStore, shown_url
 
 pytestmark = pytest.mark.server
 
@@ -188,3 +188,62 @@ async def test_a_database_outage_mid_recording_loses_no_trade(pg_url, pg_cluster
         assert await viewer.store.gaps() == []
     finally:
         await viewer.stop()
+
+
+def test_db_copy_goes_both_ways_resumes_and_counts(tmp_path, capsys, pg_cluster, monkeypatch):
+    """SQLite into PostgreSQL (cut short, then run again) and back into a new SQLite file:
+    each store exports the same bars, holds the rules and firings, and says its count."""
+    from pairs_tui import db_copy
+    from pairs_tui.model import AlertEvent
+
+    files = [
+        str(write_dump(tmp_path, f"{s}-trades-2025-01", dump_lines(r, layout="spot-trades",
+                       micros=False, header=False), zipped=False))
+        for s, r in tape(300, seed=4).items()
+    ]  # fmt: skip
+    first = tmp_path / "first.db"
+    assert invoke(capsys, "import", *files, "--db", str(first))[0] == 0
+
+    async def alerts() -> None:
+        async with await TickStore.open(first) as store:
+            rule = await store.add_rule(("BTCUSDT", "ETHUSDT"), "1s", "abs(z) > 2", 1)
+            await store.mute_rule(rule, True)
+            event = AlertEvent(rule, "abs(z) > 2", "BTCUSDT", "ETHUSDT", "1s", 5, 4, 5, 2.5)
+            await store.add_events([event])
+
+    asyncio.run(alerts())
+    team = pg_cluster.new_database()
+    monkeypatch.setattr(db_copy, "CHUNK", 1000)
+
+    def cut_short(done: int, total: int) -> None:
+        if done >= 3000:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the copy
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(db_copy.copy_store(first, team, cut_short))
+    code, out, err = invoke(capsys, "db", "copy", str(first), team)
+    assert code == 0, err
+    assert "s3cret" not in out and f"into {shown_url(team)}:" in out
+    total = sum(len(r) for r in tape(300, seed=4).values())
+    new = int(re.search(r"([\d,]+) new trades", out)[1].replace(",", ""))
+    assert 0 < new <= total - 3000 and "1 alert rules, 1 alert firings" in out
+    assert "counted: both hold BTCUSDT" in out
+
+    back = tmp_path / "back.db"
+    code, out, err = invoke(capsys, "db", "copy", team, str(back))
+    assert code == 0 and f"{total:,} new trades" in out, out + err
+    code, out, err = invoke(capsys, "db", "copy", team, str(back))  # again: nothing new
+    assert code == 0 and " 0 new trades" in out and "1 alert rules, 0 alert firings" in out
+
+    bars = []
+    for db in (str(first), team, str(back)):
+        out_file = tmp_path / f"bars-{len(bars)}.csv"
+        code, _, err = invoke(
+            capsys, "export", "btcusdt", "ethusdt", *VIEW, "--what", "bars", "-o",
+            str(out_file), "--db", db,
+        )  # fmt: skip
+        assert code == 0, err
+        bars.append(out_file.read_text())
+        code, out, _ = invoke(capsys, "alerts", "--db", db)
+        assert "abs(z) > 2" in out and "2.5" in out
+    assert bars[0] == bars[1] == bars[2]
