@@ -1,6 +1,7 @@
 """Import throughput: rows/s of `import_file` on a Binance trades dump, against bare SQLite.
 
 Run by hand (not a test):  python benchmarks/import_dump.py [--rows N] [--runs K] [--zip]
+                                                        [--postgres]
 
 A spot trades dump in the data.binance.vision layout is generated first:
 `BTCUSDT-trades-2025-01.csv`, no header, the 7 columns id,price,qty,quote_qty,time,
@@ -19,6 +20,9 @@ Each run measures, one after the other:
                 transaction, into a fresh store of the same schema (created by
                 `TickStore.open`, then closed), with the store's pragmas (WAL, synchronous
                 NORMAL). Only `executemany` and COMMIT are timed, not building the tuples.
+
+With --postgres, each run also imports the file into a fresh database of a throwaway
+PostgreSQL server on loopback (durable settings; see benchmarks/ingest.py), beside SQLite.
 
 The ratio import/bare is taken per run. After the first import the store must hold exactly
 the dump's rows, and importing the same file again must add none.
@@ -117,12 +121,15 @@ def decimal(column: str, places: int) -> pl.Expr:
     return pl.format("{}.{}", pl.col(column) // unit, frac).alias(column)
 
 
+PG_TARGET_RATE = 200_000  # the team store's import target (issue: PostgreSQL)
+
+
 def unlink_db(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-async def import_run(source: Path, db: Path, rows: int, *, check: bool) -> tuple[float, dict]:
+async def import_run(source: Path, db: Path | str, rows: int, *, check: bool) -> tuple[float, dict]:
     """rows/s of one import into a fresh store; with `check`, verify counts and a re-import."""
     from pairs_tui.importer import identify, import_file
     from pairs_tui.store import TickStore
@@ -147,7 +154,8 @@ async def import_run(source: Path, db: Path, rows: int, *, check: bool) -> tuple
             facts["stored_after"] = (await store.counts()).get(SYMBOL, 0)
     finally:
         await store.close()
-        unlink_db(db)
+        if isinstance(db, Path):
+            unlink_db(db)
     return rate, facts
 
 
@@ -186,7 +194,7 @@ def bare_run(dump: Dump, db: Path) -> float:
     return dump.rows / busy
 
 
-def report(args, name: str, size: str, ours: list, bare: list, facts: dict) -> bool:
+def report(args, name: str, size: str, ours: list, bare: list, facts: dict, pg: list) -> bool:
     med = statistics.median
     ratios = [o / b for o, b in zip(ours, bare, strict=True)]
     print(
@@ -195,15 +203,18 @@ def report(args, name: str, size: str, ours: list, bare: list, facts: dict) -> b
         f"polars {pl.__version__}, SQLite {sqlite3.sqlite_version}, {os.cpu_count()} cores\n"
     )
     print(f"{'measure':<30}{'median':>12}{'min':>12}{'max':>12}")
-    for name, xs in (("import_file (rows/s)", ours), ("bare SQLite insert (rows/s)", bare)):
-        print(f"{name:<30}{med(xs):>12,.0f}{min(xs):>12,.0f}{max(xs):>12,.0f}")
+    rows = [("import_file (rows/s)", ours), ("bare SQLite insert (rows/s)", bare)]
+    if pg:
+        rows.append(("import into PostgreSQL (rows/s)", pg))
+    for name, xs in rows:
+        print(f"{name:<32}{med(xs):>12,.0f}{min(xs):>12,.0f}{max(xs):>12,.0f}")
     print(f"{'ratio import/bare':<30}{med(ratios):>12.3f}{min(ratios):>12.3f}{max(ratios):>12.3f}")
     print(
         f"re-import of the same file: {facts['reimport_rows']:,} rows read in "
         f"{facts['reimport_s']:.1f} s, {facts['reimport_inserted']:,} inserted"
     )
     added = facts["stored_after"] - facts["stored"]
-    checks = (
+    checks = [
         (f"import >= {TARGET_RATE:,} rows/s", f"{med(ours):,.0f}", med(ours) >= TARGET_RATE),
         ("stored rows == dump rows", f"{facts['stored']:,}", facts["stored"] == args.rows),
         (
@@ -211,11 +222,21 @@ def report(args, name: str, size: str, ours: list, bare: list, facts: dict) -> b
             f"{facts['reimport_inserted']:,} / {added:,}",
             facts["reimport_inserted"] == 0 and added == 0,
         ),
-    )
+    ]
+    if pg:
+        checks.append(
+            (f"PostgreSQL >= {TARGET_RATE:,}/s", f"{med(pg):,.0f}", med(pg) >= TARGET_RATE)
+        )
     print(f"\n{'target':<30}{'value':>12}  result")
     for name, value, ok in checks:
         print(f"{name:<30}{value:>12}  {'PASS' if ok else 'FAIL'}")
     return all(ok for *_, ok in checks)
+
+
+def start_postgres():
+    from ingest import start_postgres as start  # benchmarks/ingest.py: one way to start it
+
+    return start()
 
 
 def main() -> int:
@@ -223,11 +244,14 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--zip", action="store_true", help="import the .zip, not the .csv")
+    parser.add_argument("--postgres", action="store_true", help="also into PostgreSQL")
     args = parser.parse_args()
     if args.rows < 1 or args.runs < 1:
         parser.error("--rows and --runs must be positive")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up when killed, too
     tmp = Path(tempfile.mkdtemp(prefix="pairs-import-"))
+    cluster = start_postgres() if args.postgres else None
+    pg: list[float] = []
     try:
         clock = time.perf_counter()
         dump = Dump(args.rows)
@@ -250,14 +274,17 @@ def main() -> int:
             ours.append(rate)
             facts.update(got)
             bare.append(bare_run(dump, tmp / f"bare{run}.db"))
-            print(
-                f"run {run}: import {ours[-1]:>10,.0f} rows/s  bare {bare[-1]:>10,.0f} rows/s  "
-                f"ratio {ours[-1] / bare[-1]:.3f}",
-                flush=True,
-            )
+            line = f"run {run}: import {ours[-1]:>10,.0f} rows/s  bare {bare[-1]:>10,.0f} rows/s"
+            if cluster is not None:
+                target = cluster.new_database()
+                pg.append(asyncio.run(import_run(source, target, args.rows, check=False))[0])
+                line += f"  postgresql {pg[-1]:>10,.0f} rows/s"
+            print(line, flush=True)
     finally:
+        if cluster is not None:
+            cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    return 0 if report(args, source.name, size, ours, bare, facts) else 1
+    return 0 if report(args, source.name, size, ours, bare, facts, pg) else 1
 
 
 if __name__ == "__main__":

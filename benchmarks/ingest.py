@@ -1,6 +1,7 @@
 """Ingest throughput: how many trades/s `pairs-tui record` commits, against a bare receive.
 
 Run by hand (not a test):  python benchmarks/ingest.py [--trades N] [--runs K] [--symbols S]
+                                                   [--postgres]
 
 A Binance-protocol server runs in a separate process (this file with `--serve`) so that it
 does not compete for the client's event loop or GIL. It builds every WebSocket frame of the
@@ -13,7 +14,11 @@ Each run measures, one after the other on the same server:
 * bare receive    - a plain `websockets` client that only calls `recv()`: the ceiling any
                     Python consumer on this machine could reach;
 * record pipeline - the real `BinanceFeed` + `Ingest` + `TickStore` (fresh SQLite file per
-                    run), timed until all N trades are committed (`Ingest.stored`).
+                    run), timed until all N trades are committed (`Ingest.stored`);
+* into PostgreSQL - with `--postgres`, the same pipeline into a fresh database of a
+                    throwaway server on loopback (tests/pgcluster.py: initdb as an
+                    unprivileged user; fsync and synchronous commit on: stricter than
+                    SQLite's WAL at synchronous=NORMAL), beside SQLite's figure.
 
 Both clocks start at the first frame received (the pipeline's start is seen by polling
 `feed.counters.frames` every 1 ms; its end by polling `Ingest.stored` every 5 ms). The two
@@ -145,7 +150,9 @@ async def bare_receive(url: str, trades: int) -> float:
         return trades / (time.perf_counter() - start)
 
 
-async def record_pipeline(port: int, symbols: tuple[str, ...], trades: int, db: Path) -> float:
+async def record_pipeline(
+    port: int, symbols: tuple[str, ...], trades: int, db: Path | str
+) -> float:
     from pairs_tui.feed.binance import BinanceFeed, FeedOptions
     from pairs_tui.ingest import Ingest
     from pairs_tui.store import TickStore
@@ -174,8 +181,9 @@ async def record_pipeline(port: int, symbols: tuple[str, ...], trades: int, db: 
         await task
     counts = await store.counts()
     await store.close()
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if isinstance(db, Path):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
     expected = {s: len(range(i, trades, len(symbols))) for i, s in enumerate(symbols)}
     c = feed.counters
     if counts != expected or (c.gaps, c.duplicates, c.malformed, c.ignored) != (0, 0, 0, 0):
@@ -184,28 +192,36 @@ async def record_pipeline(port: int, symbols: tuple[str, ...], trades: int, db: 
 
 
 # -- the driver -----------------------------------------------------------------------------
-async def measure(port: int, args: argparse.Namespace, tmp: Path) -> tuple[list, list]:
+async def measure(
+    port: int, args: argparse.Namespace, tmp: Path, cluster: object | None
+) -> dict[str, list[float]]:
     names = SYMBOLS[: args.symbols]
     url = f"ws://127.0.0.1:{port}/stream?streams={'/'.join(f'{s}@trade' for s in names)}"
-    bare, stored = [], []
+    rates: dict[str, list[float]] = {"bare": [], "sqlite": [], "postgresql": []}
+    upper = tuple(s.upper() for s in names)
     for run in range(1, args.runs + 1):
         gc.collect()
-        bare.append(await bare_receive(url, args.trades))
+        rates["bare"].append(await bare_receive(url, args.trades))
         gc.collect()
-        upper = tuple(s.upper() for s in names)
-        stored.append(await record_pipeline(port, upper, args.trades, tmp / f"bench{run}.db"))
-        print(
-            f"run {run}: bare {bare[-1]:>9,.0f}/s  stored {stored[-1]:>9,.0f}/s  "
-            f"ratio {stored[-1] / bare[-1]:.3f}",
-            flush=True,
+        db = tmp / f"bench{run}.db"
+        rates["sqlite"].append(await record_pipeline(port, upper, args.trades, db))
+        line = (
+            f"run {run}: bare {rates['bare'][-1]:>9,.0f}/s  sqlite {rates['sqlite'][-1]:>9,.0f}/s"
         )
-    return bare, stored
+        if cluster is not None:
+            gc.collect()
+            target = cluster.new_database()  # type: ignore[attr-defined]
+            rates["postgresql"].append(await record_pipeline(port, upper, args.trades, target))
+            line += f"  postgresql {rates['postgresql'][-1]:>9,.0f}/s"
+        print(line, flush=True)
+    return rates
 
 
-def report(args: argparse.Namespace, bare: list[float], stored: list[float]) -> bool:
+def report(args: argparse.Namespace, rates: dict[str, list[float]]) -> bool:
     import msgspec
     import websockets
 
+    bare, stored, pg = rates["bare"], rates["sqlite"], rates["postgresql"]
     ratios = [s / b for s, b in zip(stored, bare, strict=True)]
     med = statistics.median
     print(
@@ -214,22 +230,42 @@ def report(args: argparse.Namespace, bare: list[float], stored: list[float]) -> 
         f"msgspec {msgspec.__version__}, SQLite {sqlite3.sqlite_version}, "
         f"{os.cpu_count()} cores\n"
     )
-    print(f"{'measure':<26}{'median':>12}{'min':>12}{'max':>12}")
-    for name, xs in (("bare receive (trades/s)", bare), ("stored (trades/s)", stored)):
-        print(f"{name:<26}{med(xs):>12,.0f}{min(xs):>12,.0f}{max(xs):>12,.0f}")
-    print(f"{'ratio stored/bare':<26}{med(ratios):>12.3f}{min(ratios):>12.3f}{max(ratios):>12.3f}")
-    checks = (
-        (f"stored >= {TARGET_RATE:,}/s", f"{med(stored):,.0f}", med(stored) >= TARGET_RATE),
+    print(f"{'measure':<30}{'median':>12}{'min':>12}{'max':>12}")
+    rows = [("bare receive (trades/s)", bare), ("stored, SQLite (trades/s)", stored)]
+    if pg:
+        rows.append(("stored, PostgreSQL (trades/s)", pg))
+    for name, xs in rows:
+        print(f"{name:<30}{med(xs):>12,.0f}{min(xs):>12,.0f}{max(xs):>12,.0f}")
+    print(f"{'ratio SQLite/bare':<30}{med(ratios):>12.3f}{min(ratios):>12.3f}{max(ratios):>12.3f}")
+    checks = [
+        (f"SQLite >= {TARGET_RATE:,}/s", f"{med(stored):,.0f}", med(stored) >= TARGET_RATE),
         (
             f"ratio >= {TARGET_RATIO} (aim {AIM_RATIO})",
             f"{med(ratios):.3f}",
             med(ratios) >= TARGET_RATIO,
         ),
-    )
-    print(f"\n{'target':<26}{'median':>12}  result")
+    ]
+    if pg:
+        vs = [p / s for p, s in zip(pg, stored, strict=True)]
+        print(f"{'ratio PostgreSQL/SQLite':<30}{med(vs):>12.3f}{min(vs):>12.3f}{max(vs):>12.3f}")
+        checks.append(
+            (f"PostgreSQL >= {TARGET_RATE:,}/s", f"{med(pg):,.0f}", med(pg) >= TARGET_RATE)
+        )
+    print(f"\n{'target':<30}{'median':>12}  result")
     for name, value, ok in checks:
-        print(f"{name:<26}{value:>12}  {'PASS' if ok else 'FAIL'}")
+        print(f"{name:<30}{value:>12}  {'PASS' if ok else 'FAIL'}")
     return all(ok for *_, ok in checks)
+
+
+def start_postgres():
+    """A throwaway PostgreSQL server on loopback, as the tests start one."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pgcluster import Cluster, binaries
+
+    bin_dir = binaries()
+    if bin_dir is None:
+        raise SystemExit("--postgres: no PostgreSQL binaries (initdb) on this machine")
+    return Cluster(bin_dir, durable=os.environ.get("PG_FAST") is None).start()
 
 
 def main() -> int:
@@ -237,6 +273,7 @@ def main() -> int:
     parser.add_argument("--trades", type=int, default=400_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--symbols", type=int, default=2, choices=range(1, len(SYMBOLS) + 1))
+    parser.add_argument("--postgres", action="store_true", help="also into PostgreSQL")
     parser.add_argument("--serve", metavar="PORTFILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -249,20 +286,23 @@ def main() -> int:
         command = [sys.executable, __file__, "--serve", str(portfile)]
         command += ["--trades", str(args.trades), "--symbols", str(args.symbols)]
         server = subprocess.Popen(command, stdin=subprocess.PIPE)
+        cluster = start_postgres() if args.postgres else None
         try:
             while not portfile.exists():
                 if server.poll() is not None:
                     raise SystemExit(f"server exited with {server.returncode}")
                 time.sleep(0.05)
-            bare, stored = asyncio.run(measure(int(portfile.read_text()), args, tmp))
+            rates = asyncio.run(measure(int(portfile.read_text()), args, tmp, cluster))
         finally:
+            if cluster is not None:
+                cluster.stop()
             server.stdin.close()
             try:
                 server.wait(5)
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-    return 0 if report(args, bare, stored) else 1
+    return 0 if report(args, rates) else 1
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from pairs_tui.model import (
     normalise_symbols,
     printable,
 )
-from pairs_tui.store import ImportRow, StoreTarget, TickStore
+from pairs_tui.store import ImportBatch, StoreTarget, TickStore
 
 CHUNK_LINES = 200_000  # lines parsed and inserted at a time ...
 CHUNK_CHARS = 32 << 20  # ... or fewer, when they hold this many characters
@@ -152,7 +152,7 @@ def _columns(kind: StreamKind) -> tuple[int, int, int, int, int, tuple[int, ...]
     return 0, 1, 2, 5, 6, (7, 8)
 
 
-def parse_chunk(lines: list[str], first_line: int, dump: DumpFile, series: int) -> list[ImportRow]:
+def parse_chunk(lines: list[str], first_line: int, dump: DumpFile, series: int) -> ImportBatch:
     """Validate and convert CSV lines; raise DumpError naming the first bad line.
 
     Polars screens the whole chunk with the rule of `check_trade` (the same pattern and
@@ -211,7 +211,7 @@ def parse_chunk(lines: list[str], first_line: int, dump: DumpFile, series: int) 
         pl.col("qty"),
         (pl.col("maker") == "true").cast(pl.Int64).alias("buyer_maker"),
     )
-    return out.rows()
+    return out
 
 
 def _why(row: dict, now_us: int) -> str | None:

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import astuple, replace
 from functools import partial
 from pathlib import Path
-from typing import TypeAlias, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, TypeAlias, TypeGuard, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiosqlite
@@ -37,8 +37,13 @@ import platformdirs
 
 from pairs_tui.model import AlertEvent, Gap, HistoryBar, RuleRecord, StreamKind, TradeRow
 
-# (series, trade_id, ts_us, price, qty, buyer_maker as 0/1): a trade from a dump
-ImportRow: TypeAlias = tuple[int, int, int, str, str, int]
+if TYPE_CHECKING:
+    import polars as pl
+
+# a chunk of a dump, parsed: a polars frame of IMPORT_COLUMNS (buyer_maker as 0/1); each
+# backend takes it as it inserts fastest (SQLite as tuples, PostgreSQL as CSV for COPY)
+ImportBatch: TypeAlias = "pl.DataFrame"
+IMPORT_COLUMNS = ("series", "id", "ts_us", "price", "qty", "buyer_maker")
 
 SCHEMA_VERSION = 4
 T = TypeVar("T")
@@ -373,7 +378,7 @@ class TickStore(abc.ABC):
     @abc.abstractmethod
     def bulk(
         self,
-    ) -> contextlib.AbstractAsyncContextManager[Callable[[Sequence[ImportRow]], Awaitable[int]]]:
+    ) -> contextlib.AbstractAsyncContextManager[Callable[[ImportBatch], Awaitable[int]]]:
         """One transaction for many batches (an import of Binance's own trades): all of
         them or none, the store claimed for live trades with them."""
 
@@ -772,11 +777,12 @@ class SqliteStore(TickStore):
         return unstored_part(gap, *row)
 
     @asynccontextmanager
-    async def bulk(self) -> AsyncIterator[Callable[[Sequence[ImportRow]], Awaitable[int]]]:
+    async def bulk(self) -> AsyncIterator[Callable[[ImportBatch], Awaitable[int]]]:
         self._writing()
         async with self._transaction() as conn:
 
-            async def insert(rows: Sequence[ImportRow]) -> int:
+            async def insert(batch: ImportBatch) -> int:
+                rows = await asyncio.to_thread(batch.rows)
                 cursor = await conn.executemany(_INSERT_IMPORTED, rows)
                 return max(cursor.rowcount, 0)
 

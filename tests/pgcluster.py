@@ -40,8 +40,9 @@ def _free_port() -> int:
 class Cluster:
     """A running server: `url(dbname)` names a database in it."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
         self.bin_dir = bin_dir
+        self.durable = durable  # fsync on, as a server keeping a desk's data runs
         self.root = Path(tempfile.mkdtemp(prefix="pairs-tui-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -71,9 +72,10 @@ class Cluster:
         )  # fmt: skip
         self._settings = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root}"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             " -c shared_buffers=32MB -c max_connections=60"
         )
+        if not self.durable:  # the tests' data is thrown away: no need to wait for the disk
+            self._settings += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", self._settings,
             "-l", str(self.root / "log"), "-w", "-t", "30", "start",

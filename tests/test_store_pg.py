@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import polars as pl
 import pytest
 
 from pairs_tui.model import StreamKind
-from pairs_tui.store import StoreError, TickStore, shown_url
+from pairs_tui.store import IMPORT_COLUMNS, StoreError, TickStore, shown_url
 from pairs_tui.store_pg import DAY_US, PG_SCHEMA_VERSION, PgStore
 
 pytestmark = pytest.mark.server
@@ -114,10 +115,16 @@ async def test_trades_live_in_a_partition_per_day_and_pruning_drops_whole_days(p
         assert await sql(pg_url, partitions) == 2  # day 2 dropped; day 1 holds ETHUSDT's newest
 
         async with store.bulk() as insert:  # an import lands in its days' partitions too
-            assert (
-                await insert([(btc, 100 + i, T0 + (5 + i) * DAY_US, "1", "2", 0) for i in range(2)])
-                == 2
+            later = pl.DataFrame(
+                [(btc, 100 + i, T0 + (5 + i) * DAY_US, "1", "2", 0) for i in range(2)],
+                schema=list(IMPORT_COLUMNS),
+                orient="row",
             )
+            assert await insert(later) == 2
+            again = pl.concat([later, later.with_columns(id=pl.col("id") + 2)])
+            assert await insert(again) == 2  # half of it there: only the new half
+            fresh = later.with_columns(id=pl.col("id") + 100)
+            assert await insert(pl.concat([fresh, fresh])) == 2  # its own duplicates: once
         assert await sql(pg_url, partitions) == 4
 
 
