@@ -88,6 +88,7 @@ def test_bad_input_row(workdir, isolated_home, monkeypatch, capsys, what, args, 
     assert got == code, stderr
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     assert lines[0].startswith("pairs-tui: error: ") and says in lines[0], lines[0]
+    assert "hunter2" not in stderr  # a database password in --db is never shown
     assert contents(workdir) == before, "something was left behind or changed"
 
 
