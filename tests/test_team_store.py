@@ -62,6 +62,17 @@ def test_every_reading_command_says_the_same_on_both(both, tmp_path, capsys):
                 assert "s3cret" not in sidecar.read_text()
         assert texts[0] == texts[1], what
     for args in (
+        [
+            "watch",
+            "btcusdt",
+            "ethusdt",
+            *VIEW,
+            "--no-feed",
+            "--duration",
+            "0.5",
+            "--alert",
+            "abs(z) > -1",
+        ],  # fires at once on the last bar: the same line from either store
         ["scan", "btcusdt", "ethusdt", *VIEW],
         ["alerts"],
         ["prune", "--older-than", "1d", "--dry-run"],
@@ -71,6 +82,7 @@ def test_every_reading_command_says_the_same_on_both(both, tmp_path, capsys):
             code, out, err = invoke(capsys, *args, "--db", db)
             assert code == 0, err
             out = re.sub(r"older than \S+", "older than T", out)  # the clock moved on
+            out = re.sub(r"[-\d]+T[:\d]+\.\d+Z", "NOW", out)  # when it fired, and asof
             said.append(out.replace(db, "STORE").replace(shown, "STORE"))
         assert said[0] == said[1], args
         assert "s3cret" not in said[1]
@@ -164,8 +176,13 @@ async def test_a_database_outage_mid_recording_loses_no_trade(pg_url, pg_cluster
     view = PairView("BTCUSDT", "ETHUSDT", "1s", 5, 100)
     session = Session(SessionPlan(view, pg_url, options))
     await session.start()
+    viewer = Session(SessionPlan(view, pg_url, None))  # another machine's cockpit, following
     try:
         stored = session.recording.ingest.stored
+        await wait_until(lambda: sum(stored.values()) > 0, 15)
+        await viewer.start()
+        await viewer.refresh()
+        seen_before = viewer.trades_seen()
         await wait_until(lambda: sum(stored.values()) > 300, 15)
         await session.add_rule("abs(z) > 2")
         await asyncio.to_thread(pg_cluster.outage, 2.0)
@@ -174,12 +191,16 @@ async def test_a_database_outage_mid_recording_loses_no_trade(pg_url, pg_cluster
         await server.stop()
         delivered = {s: sorted(set(ids)) for s, ids in server.delivered.items()}
         await wait_until(lambda: sum(stored.values()) == sum(map(len, delivered.values())), 30)
+        await asyncio.sleep(2.1)  # the engine's settling time: every symbol's trades are in
+        await viewer.refresh()  # the same incremental engine, reading what is new
+        assert viewer.trades_seen() > seen_before
     finally:
+        await viewer.stop()
         await session.stop()
     assert session.failure is None
     assert session.store.retries > 0  # the outage was met, and waited out
 
-    viewer = Session(SessionPlan(view, pg_url, None))  # another machine's cockpit
+    viewer = Session(SessionPlan(view, pg_url, None))  # a cockpit attaching now
     await viewer.start()
     try:
         assert [r.rule.text for r in viewer.rules()] == ["abs(z) > 2"]
