@@ -75,7 +75,7 @@ def test_a_dump_row_is_judged_by_the_feeds_rule(what, fields, reason):
         f["price"].strip(), f["qty"].strip(), f["trade_id"], time_us, time.time_ns() // 1000
     )
     if expected is None:
-        [row] = parse_chunk([out.getvalue()], 1, dump, series=7)
+        [row] = parse_chunk([out.getvalue()], 1, dump, series=7).rows()
         assert row == (7, f["trade_id"], time_us, f["price"].strip(), f["qty"].strip(), 1)
     else:
         with pytest.raises(DumpError, match=re.escape(f"line 1: {expected}: ")):
