@@ -116,7 +116,7 @@ def test_coint_many_equals_coint(t: int) -> None:
 
 
 def test_market_pairs_equal_analytics_cointegration() -> None:
-    logs = market(9, 600, seed=11)
+    logs = market(7, 600, seed=11)
     pairs = list(itertools.combinations(range(len(logs)), 2))
     results = cointegration_many([logs[i] for i, _ in pairs], [logs[j] for _, j in pairs])
     verdicts = set()
