@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import cli_env, pairs_tui_cmd, wait_until
 from test_import_export import dump_lines, invoke, tape, write_dump
+from textual.geometry import Region
 
 from pairs_tui.engine import PairView
 from pairs_tui.feed.binance import FeedOptions
@@ -268,3 +269,23 @@ def test_db_copy_goes_both_ways_resumes_and_counts(tmp_path, capsys, pg_cluster,
         code, out, _ = invoke(capsys, "alerts", "--db", db)
         assert "abs(z) > 2" in out and "2.5" in out
     assert bars[0] == bars[1] == bars[2]
+
+
+async def test_the_cockpit_draws_from_the_team_store_and_never_shows_its_password(both):
+    """The real app (Pilot) with `--no-feed --db postgresql://...`: the charts fill in from
+    the database, and the help screen names the store without its password."""
+    from pairs_tui.ui.app import make_app
+
+    url = both["postgresql"]
+    app = make_app(SessionPlan(PairView("BTCUSDT", "ETHUSDT", "1s", 10, 120), url, None))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: app.snapshot is not None and app.snapshot.summary.n_bars == 120)
+        assert app.snapshot.summary.zscore is not None
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        help_text = app.screen.query_one("#help")
+        lines = help_text.render_lines(Region(0, 0, *help_text.outer_size))
+        shown = "".join("".join(strip.text.split()) for strip in lines)  # folded lines joined
+        url_shown = "".join(shown_url(url).split())
+        assert url_shown in shown and "s3cret" not in shown
+        await pilot.press("escape", "q")
