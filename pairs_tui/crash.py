@@ -18,6 +18,7 @@ import platformdirs
 
 from pairs_tui import __version__
 from pairs_tui.model import describe, printable
+from pairs_tui.store import hide_passwords
 
 
 class Crashed(Exception):
@@ -48,7 +49,8 @@ def write_crash_log(error: BaseException, argv: list[str], report: str = "") -> 
     ]
     if report:
         lines += ["", "as the screen reported it:", report]
-    text = "\n".join(line.rstrip("\n") for line in lines) + "\n"
+    # a database URL on the command line or in an error keeps its password to itself
+    text = hide_passwords("\n".join(line.rstrip("\n") for line in lines) + "\n")
     name = f"crash-{now:%Y%m%dT%H%M%SZ}-{os.getpid()}.log"
     for folder in (log_dir(), Path(tempfile.gettempdir())):
         try:
@@ -63,7 +65,7 @@ def write_crash_log(error: BaseException, argv: list[str], report: str = "") -> 
 
 def crash_line(error: BaseException, log: Path | None) -> str:
     """The one line the user sees: what broke and where the details are."""
-    what = describe(error)
+    what = hide_passwords(describe(error))
     where = f"the traceback is in {log}" if log else "no crash log could be written"
     return f"crashed: {printable(what)} ({where}; --debug shows it on screen)"
 

@@ -195,6 +195,14 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+_PASSWORD_IN_URL = re.compile(r"(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@")
+
+
+def hide_passwords(text: str) -> str:
+    """Any database URL in `text` without its password (a command line in a crash log)."""
+    return _PASSWORD_IN_URL.sub(r"\1@", text)
+
+
 def target_text(target: StoreTarget) -> str:
     """Where the trades are, as the user may see it: a path, or the URL without password."""
     return shown_url(target) if is_postgres(target) else str(target)

@@ -462,10 +462,13 @@ class PgStore(TickStore):
         return _inserted(await conn.execute(_FROM_STAGE))
 
     # -- pruning ----------------------------------------------------------------------
+    # trades older than $1 but each series' newest (kept, as on SQLite); the newest ids
+    # come from the key, a few index probes, never a scan of the table
     _OLD = (
-        " FROM trades t WHERE t.ts_us < $1 AND t.trade_id <"
-        " (SELECT max(trade_id) FROM trades n WHERE n.series = t.series)"
-    )  # as SQLite's: each series keeps its newest trade
+        " FROM trades t JOIN (SELECT s.id AS series, (SELECT max(trade_id) FROM trades x"
+        " WHERE x.series = s.id) AS newest FROM series s) n USING (series)"
+        " WHERE t.ts_us < $1 AND t.trade_id < n.newest"
+    )
 
     async def count_older(self, before_us: int) -> int:
         return int(await self._value("SELECT count(*)" + self._OLD, before_us))
@@ -483,9 +486,10 @@ class PgStore(TickStore):
         self._writing()
         deleted = 0
         newest = await self._fetch(
-            "SELECT DISTINCT ON (series) ts_us FROM trades ORDER BY series, trade_id DESC"
+            "SELECT (SELECT ts_us FROM trades x WHERE x.series = s.id ORDER BY trade_id DESC"
+            " LIMIT 1) FROM series s"
         )
-        keep = {row[0] // DAY_US for row in newest}
+        keep = {row[0] // DAY_US for row in newest if row[0] is not None}
         for day in sorted(await self._known_days()):
             if (day + 1) * DAY_US > before_us or day in keep:
                 continue
@@ -497,8 +501,8 @@ class PgStore(TickStore):
                 progress(deleted)
         while True:
             status = await self._execute(
-                "DELETE FROM trades WHERE (series, trade_id, ts_us) IN (SELECT series,"
-                " trade_id, ts_us" + self._OLD + " LIMIT $2)",
+                "DELETE FROM trades WHERE (series, trade_id, ts_us) IN (SELECT t.series,"
+                " t.trade_id, t.ts_us" + self._OLD + " LIMIT $2)",
                 before_us,
                 batch,
             )

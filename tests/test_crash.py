@@ -180,3 +180,16 @@ def test_an_unwritable_log_directory_still_gives_one_line(tmp_path, isolated_hom
     assert done.returncode == 1
     found = CRASH_LINE.search(done.stderr)
     assert found and Path(found["log"]).parent == tmp_path, done.stderr
+
+
+def test_a_crash_log_never_holds_a_database_password(isolated_home):
+    """`--db postgresql://user:password@...` on the command line, or a URL in the error:
+    the log and the line on the screen name the database without the password."""
+    from pairs_tui.crash import report_crash
+
+    url = "postgresql://desk:hunter2@db.internal:5432/ticks"
+    line = report_crash(RuntimeError(f"lost {url}"), ["record", "btcusdt", "--db", url])
+    log = Path(re.search(r"the traceback is in (\S+);", line)[1]).read_text()
+    assert "hunter2" not in line + log
+    assert "postgresql://desk@db.internal:5432/ticks" in line
+    assert "--db postgresql://desk@db.internal:5432/ticks" in log
