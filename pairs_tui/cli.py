@@ -1109,7 +1109,8 @@ def alerts_(as_json: bool, limit: int | None, db: str | None, config_file: Path 
             click.echo(json.dumps(event_record(event)))
         return
     if not events:
-        click.echo(f"no alert has fired yet ({len(rules)} rule(s) stored in {path})", err=True)
+        stored = f"{len(rules)} rule(s) stored in {target_text(path)}"
+        click.echo(f"no alert has fired yet ({stored})", err=True)
     for e in events:
         line = f"{iso(e.fired_us)}  {e.pair}  {e.timeframe}  {e.rule}  {value_text(e.value)}"
         click.echo(printable(line))  # the store's text: another program may have written it
