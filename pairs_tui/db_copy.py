@@ -10,9 +10,9 @@ counted, series by series; a difference is said, never hidden.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from pairs_tui.model import TIMEFRAMES, StreamKind
+from pairs_tui.model import TIMEFRAMES, AlertEvent, Gap, StreamKind
 from pairs_tui.store import StoreError, StoreTarget, TickStore
 
 CHUNK = 50_000  # trades per transaction: big enough for COPY, small enough to resume
@@ -68,10 +68,11 @@ async def copy_store(
         for symbol, kind in series:
             last = await dst.last_id(symbol, kind)  # where a copy cut short stopped
             new += await _trades(src, dst, symbol, kind, -1 if last is None else last, step)
-        for symbol, n in wanted.items():  # ids below the last copied were missed: all again
-            if (await dst.counts()).get(symbol, 0) < n:
-                for s, kind in series:
-                    if s == symbol:
+        counted = await dst.counts()
+        for symbol, n in wanted.items():  # ids below where it resumed are missing: all again
+            if counted.get(symbol, 0) < n:
+                for name, kind in series:
+                    if name == symbol:
                         new += await _trades(src, dst, symbol, kind, -1, lambda rows: None)
         history = 0
         for symbol, kind in series:
@@ -79,20 +80,36 @@ async def copy_store(
                 bars = await src.history(symbol, kind, tf)
                 await dst.add_history(symbol, kind, tf, bars)
                 history += len(bars)
-        if gaps := await src.gaps():
+        there_gaps = {_gap_key(g) for g in await dst.gaps()}
+        if gaps := [g for g in await src.gaps() if _gap_key(g) not in there_gaps]:
             await dst.write([], gaps)  # what the destination holds of them is no gap there
         rules = await src.rules()
+        rule_ids: dict[int, int] = {}  # the destination numbers its rules its own way
         for rule in rules:
             pair = (rule.symbol_a, rule.symbol_b)
-            await dst.mute_rule(await dst.add_rule(pair, rule.timeframe, rule.rule, 0), rule.muted)
-        events, copied = await src.events(), await dst.events()
-        fresh = events[len(copied) :] if events[: len(copied)] == copied else []
+            rule_ids[rule.id] = await dst.add_rule(pair, rule.timeframe, rule.rule, 0)
+            await dst.mute_rule(rule_ids[rule.id], rule.muted)
+        there_events = {_event_key(e) for e in await dst.events()}
+        fresh = [
+            replace(e, rule_id=rule_ids.get(e.rule_id) if e.rule_id is not None else None)
+            for e in await src.events()
+            if _event_key(e) not in there_events
+        ]
         if fresh:
             await dst.add_events(fresh)
         counted = await dst.counts()
         counts = {symbol: (n, counted.get(symbol, 0)) for symbol, n in wanted.items()}
         progress(total, total)
         return Copied(new, counts, history, len(rules), len(fresh))
+
+
+def _gap_key(gap: Gap) -> tuple[str, StreamKind, int, int]:
+    return gap.symbol, gap.kind, gap.from_id, gap.to_id
+
+
+def _event_key(e: AlertEvent) -> tuple[object, ...]:
+    """A firing by what it says, not by ids a store gave: copied twice, it is one."""
+    return e.rule, e.symbol_a, e.symbol_b, e.timeframe, e.fired_us, e.bar_us
 
 
 async def _trades(

@@ -183,24 +183,29 @@ def is_postgres(target: StoreTarget) -> TypeGuard[str]:
     return isinstance(target, str) and target.startswith(POSTGRES_SCHEMES)
 
 
+_SECRET_PARAMS = ("password", "sslpassword")
+
+
 def shown_url(url: str) -> str:
-    """A database URL as messages show it: without the password."""
+    """A database URL as messages show it: without a password, in its user part or in its
+    query (`?password=...`, which libpq and asyncpg also take)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc.rpartition("@")
+    if parts.password is not None:
+        user = netloc[0].partition(":")[0]
+        parts = parts._replace(netloc=f"{user}@{netloc[2]}")
+    if parts.query:
+        kept = [p for p in parts.query.split("&") if p.partition("=")[0] not in _SECRET_PARAMS]
+        parts = parts._replace(query="&".join(kept))
+    return urlunsplit(parts)
 
 
-_PASSWORD_IN_URL = re.compile(r"(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@")
+_DATABASE_URL = re.compile(r"postgres(?:ql)?://\S+")
 
 
 def hide_passwords(text: str) -> str:
     """Any database URL in `text` without its password (a command line in a crash log)."""
-    return _PASSWORD_IN_URL.sub(r"\1@", text)
+    return _DATABASE_URL.sub(lambda m: shown_url(m.group()), text)
 
 
 def target_text(target: StoreTarget) -> str:

@@ -41,6 +41,7 @@ from pairs_tui.store import (
     ImportBatch,
     StoreError,
     TickStore,
+    other_source,
     shown_url,
     unstored_part,
 )
@@ -82,7 +83,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             from_id     bigint  NOT NULL,
             to_id       bigint  NOT NULL,
             detected_us bigint  NOT NULL,
-            filled_us   bigint
+            filled_us   bigint,
+            UNIQUE (symbol, kind, from_id, to_id)
         )""",
         """CREATE TABLE alert_rules (
             id          bigserial PRIMARY KEY,
@@ -106,6 +108,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             asof_us     bigint,
             value       text    NOT NULL
         )""",
+        # a firing stored twice (a commit whose answer was lost, then tried again) is one
+        """CREATE UNIQUE INDEX alert_events_once ON alert_events
+            (symbol_a, symbol_b, timeframe, rule, fired_us, coalesce(bar_us, -1))""",
         "CREATE INDEX alert_events_by_time ON alert_events (fired_us)",
         "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
         """CREATE TABLE history (
@@ -137,9 +142,17 @@ _STAGE = (
     "CREATE TEMP TABLE IF NOT EXISTS trades_in (series integer, trade_id bigint, ts_us bigint,"
     " recv_us bigint, price text, qty text, buyer_maker smallint) ON COMMIT DELETE ROWS"
 )
+# A trade is its (series, trade_id): the stream and REST give its time in ms (stored as
+# ms * 1000), Binance's dumps since 2025 in µs, so the same trade may come with two times
+# less than 1 ms apart. The key holds the time (a partitioned table's key must), so the
+# insert looks for the id within that millisecond (a probe of one or two day partitions)
+# and keeps one row per id of the batch.
 _FROM_STAGE = (
-    "INSERT INTO trades SELECT series, trade_id, ts_us, recv_us, price, qty, buyer_maker <> 0"
-    " FROM trades_in ON CONFLICT DO NOTHING"
+    "INSERT INTO trades SELECT DISTINCT ON (series, trade_id) series, trade_id, ts_us,"
+    " recv_us, price, qty, buyer_maker <> 0 FROM trades_in s WHERE NOT EXISTS (SELECT 1"
+    " FROM trades t WHERE t.series = s.series AND t.trade_id = s.trade_id"
+    " AND t.ts_us > s.ts_us - 1000 AND t.ts_us < s.ts_us + 1000)"
+    " ORDER BY series, trade_id ON CONFLICT DO NOTHING"
 )
 _BARS_REV, _FILLS_REV = "history_bars_rev", "history_fills_rev"
 # a connection that broke, or a server that is restarting: worth another try (a pooled
@@ -204,6 +217,9 @@ class PgStore(TickStore):
         store = cls(url, pool, readonly=readonly)
         try:
             await store._check(readonly)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, *_TRANSIENT) as exc:
+            await pool.close()  # e.g. no right to create tables in the schema
+            raise StoreError(f"cannot use {shown}: {_reason(exc, url)}") from None
         except BaseException:
             await pool.close()
             raise
@@ -292,7 +308,23 @@ class PgStore(TickStore):
                 self.retries += 1
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 5.0)
+            except asyncpg.CheckViolationError:
+                raise  # a row for a day with no partition: `_into_days` makes it and retries
             except asyncpg.PostgresError as exc:
+                raise StoreError(f"{self.path}: {_reason(exc, '')}") from None
+
+    async def _into_days(self, ts: list[int], attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt` (which writes trades of these times) once their days' partitions
+        are there; again if another process pruned one of those days meanwhile."""
+        await self._make_days(ts)
+        try:
+            return await self._retrying(attempt)
+        except asyncpg.CheckViolationError:
+            self._days = await self._known_days()
+            await self._make_days(ts)
+            try:
+                return await self._retrying(attempt)
+            except asyncpg.CheckViolationError as exc:
                 raise StoreError(f"{self.path}: {_reason(exc, '')}") from None
 
     async def _fetch(self, sql: str, *args: object) -> list[Any]:
@@ -324,41 +356,64 @@ class PgStore(TickStore):
             yield conn
 
     async def _make_days(self, ts: Iterable[int]) -> None:
-        """The partitions these trade times fall in, made if they are not yet."""
+        """The partitions these trade times fall in, made if they are not yet: each in a
+        short transaction of its own, created apart and then attached, which takes a lock
+        that neither readers nor writers of `trades` wait for (CREATE TABLE ... PARTITION
+        OF would lock them all out, and an import's open transaction would lock it out)."""
         days = {t // DAY_US for t in ts} - self._days
         if not days:
             return
 
         async def once() -> None:
             async with self._transaction() as conn:
-                await self._create_days(conn, days)
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _PARTITION_LOCK)
+                for day in sorted(days):
+                    name = _partition(day)
+                    if await conn.fetchval("SELECT to_regclass($1)", name) is not None:
+                        continue  # another process made it
+                    await conn.execute(f"CREATE TABLE {name} (LIKE trades INCLUDING DEFAULTS)")
+                    await conn.execute(
+                        f"ALTER TABLE trades ATTACH PARTITION {name}"
+                        f" FOR VALUES FROM ({day * DAY_US}) TO ({(day + 1) * DAY_US})"
+                    )
 
         await self._retrying(once)
         self._days |= days
 
-    @staticmethod
-    async def _create_days(conn: asyncpg.Connection, days: set[int]) -> None:
-        """Inside the caller's transaction: one process at a time makes partitions."""
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _PARTITION_LOCK)
-        for day in sorted(days):
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {_partition(day)} PARTITION OF trades"
-                f" FOR VALUES FROM ({day * DAY_US}) TO ({(day + 1) * DAY_US})"
-            )
-
     async def _copy_in(self, conn: asyncpg.Connection, rows: Sequence[tuple[object, ...]]) -> int:
         """One batch through the staging table; how many were new (inside a transaction)."""
         await conn.copy_records_to_table("trades_in", records=rows, columns=_TRADE_COLUMNS)
-        return _inserted(await conn.execute(_FROM_STAGE))
+        return await self._from_stage(conn)
+
+    @staticmethod
+    async def _from_stage(conn: asyncpg.Connection) -> int:
+        """The staged rows into `trades`; the stage emptied for the next batch of the same
+        transaction (an import's chunks), not only at commit."""
+        inserted = _inserted(await conn.execute(_FROM_STAGE))
+        await conn.execute("TRUNCATE trades_in")
+        return inserted
 
     # -- the source -------------------------------------------------------------------
     async def claim(self, source: str) -> None:
-        has_series = await self._value("SELECT count(*) FROM series")
-        await self._execute(
+        self._writing()
+
+        async def once() -> None:
+            async with self._transaction() as conn:
+                await self._claim(conn, source)
+
+        await self._retrying(once)
+
+    async def _claim(self, conn: asyncpg.Connection, source: str) -> None:
+        """The store's source named, on this connection (inside its transaction), and
+        checked: StoreError (as `other_source`) when it holds another's trades."""
+        has_series = await conn.fetchval("SELECT count(*) FROM series")
+        await conn.execute(
             "INSERT INTO meta VALUES ('source', $1) ON CONFLICT DO NOTHING",
             "live" if has_series else source,
         )
-        await self.check_source(source)
+        held = await conn.fetchval("SELECT value FROM meta WHERE key = 'source'")
+        if held != source:
+            raise other_source(self.path, held, source)
 
     async def source(self) -> str | None:
         held = await self._value("SELECT value FROM meta WHERE key = 'source'")
@@ -381,7 +436,6 @@ class PgStore(TickStore):
     # -- writing ----------------------------------------------------------------------
     async def write(self, rows: Sequence[TradeRow], gaps: Sequence[Gap] = ()) -> int:
         self._writing()
-        await self._make_days(r[2] for r in rows)
 
         async def once() -> int:
             async with self._transaction() as conn:
@@ -399,7 +453,7 @@ class PgStore(TickStore):
                     if missing is not None:
                         await conn.execute(
                             "INSERT INTO gaps (symbol, kind, from_id, to_id, detected_us)"
-                            " VALUES ($1, $2, $3, $4, $5)",
+                            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                             missing.symbol,
                             missing.kind.value,
                             missing.from_id,
@@ -408,32 +462,23 @@ class PgStore(TickStore):
                         )
             return inserted
 
-        return await self._retrying(once)
+        return await self._into_days([r[2] for r in rows], once)
 
     @asynccontextmanager
     async def bulk(self) -> AsyncIterator[Callable[[ImportBatch], Awaitable[int]]]:
-        """Partitions an import needs are made in its own transaction: made from another
-        connection they would wait for the import's lock on `trades`, and it for them.
-        Another process making a partition meanwhile waits for the import to commit."""
         self._writing()
-        await self.claim("live")
-        made: set[int] = set()
         try:
             async with self._transaction() as conn:
+                await self._claim(conn, "live")  # with the import: a failed one claims nothing
 
                 async def insert(batch: ImportBatch) -> int:
-                    days = set((batch["ts_us"] // DAY_US).unique().to_list()) - self._days
-                    if days:
-                        await self._create_days(conn, days)
-                        made.update(days)
-                        self._days |= days
+                    await self._make_days((batch["ts_us"] // DAY_US * DAY_US).unique().to_list())
                     text = await asyncio.to_thread(_csv, batch)  # polars writes it, in Rust
                     return await self._import_chunk(conn, batch, text)
 
                 yield insert
-        except BaseException:
-            self._days -= made  # rolled back with the import
-            raise
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"{self.path}: {_reason(exc, '')}") from None
 
     @staticmethod
     async def _import_chunk(conn: asyncpg.Connection, batch: ImportBatch, text: bytes) -> int:
@@ -459,7 +504,7 @@ class PgStore(TickStore):
         await conn.copy_to_table(
             "trades_in", source=io.BytesIO(text), columns=_IMPORT_STAGE, format="csv"
         )
-        return _inserted(await conn.execute(_FROM_STAGE))
+        return await PgStore._from_stage(conn)
 
     # -- pruning ----------------------------------------------------------------------
     # trades older than $1 but each series' newest (kept, as on SQLite); the newest ids
@@ -493,8 +538,12 @@ class PgStore(TickStore):
         for day in sorted(await self._known_days()):
             if (day + 1) * DAY_US > before_us or day in keep:
                 continue
-            count = int(await self._value(f"SELECT count(*) FROM {_partition(day)}"))
-            await self._execute(f"DROP TABLE {_partition(day)}")
+            name = _partition(day)
+            count = int(await self._value(f"SELECT count(*) FROM {name}"))
+            # detached without locking readers and writers out (it waits for them), then
+            # dropped: the space goes back at once
+            await self._execute(f"ALTER TABLE trades DETACH PARTITION {name} CONCURRENTLY")
+            await self._execute(f"DROP TABLE IF EXISTS {name}")
             self._days.discard(day)
             deleted += count
             if progress is not None:
@@ -558,7 +607,7 @@ class PgStore(TickStore):
                 await conn.executemany(
                     "INSERT INTO alert_events (rule_id, rule, symbol_a, symbol_b, timeframe,"
                     " fired_us, bar_us, asof_us, value) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-                    " $8, $9)",
+                    " $8, $9) ON CONFLICT DO NOTHING",
                     rows,
                 )
 
@@ -716,7 +765,6 @@ class PgStore(TickStore):
 
     async def fill_gap(self, rowid: int, rows: Sequence[TradeRow], now_us: int) -> int:
         self._writing()
-        await self._make_days(r[2] for r in rows)
 
         async def once() -> int:
             async with self._transaction() as conn:
@@ -725,7 +773,7 @@ class PgStore(TickStore):
                 await self._bump(conn, _FILLS_REV)
             return inserted
 
-        return await self._retrying(once)
+        return await self._into_days([r[2] for r in rows], once)
 
     async def read_trades(
         self,

@@ -140,3 +140,52 @@ async def test_a_dropped_connection_is_taken_up_again(pg_url):
         assert killed >= 1
         assert await store.write([trade(series, 2, T0 + 1)]) == 1  # a new connection
         assert await store.trade_ids("BTCUSDT") == [1, 2]
+
+
+async def test_a_trade_is_its_id_whatever_the_precision_of_its_time(pg_url):
+    """The stream gives times in ms (stored as ms * 1000), Binance's dumps in µs: a dump
+    imported over recorded trades stores none of them twice, as SQLite keeps one."""
+    async with await TickStore.open(pg_url) as store:
+        [btc] = (await store.series_ids(["BTCUSDT"], StreamKind.TRADE)).values()
+        assert await store.write([trade(btc, i, T0 + i * 1000) for i in range(5)]) == 5
+        assert await store.write([trade(btc, 2, T0 + 2 * 1000 + 123)]) == 0  # the same, in µs
+        dump = pl.DataFrame(
+            [(btc, i, T0 + i * 1000 + 456, "1", "2", 0) for i in range(3, 8)],
+            schema=list(IMPORT_COLUMNS),
+            orient="row",
+        )
+        async with store.bulk() as insert:
+            assert await insert(dump) == 3  # 5, 6, 7: 3 and 4 are there already
+        assert await store.trade_ids("BTCUSDT") == list(range(8))
+
+
+async def test_a_new_day_never_waits_for_an_import_nor_holds_up_readers(pg_url):
+    """An import's transaction stays open for the whole file. A recorder crossing midnight
+    meanwhile makes its day's partition, readers read, and the import goes on into days of
+    its own: partitions are attached apart, never created under a lock on `trades`."""
+    async with await TickStore.open(pg_url) as store, await TickStore.open(pg_url) as other:
+        [btc] = (await store.series_ids(["BTCUSDT"], StreamKind.TRADE)).values()
+
+        def chunk(day: int, first: int) -> pl.DataFrame:
+            rows = [(btc, first + i, T0 + day * DAY_US + i, "1", "2", 0) for i in range(3)]
+            return pl.DataFrame(rows, schema=list(IMPORT_COLUMNS), orient="row")
+
+        async with store.bulk() as insert:
+            assert await insert(chunk(10, 1000)) == 3
+            write = other.write([trade(btc, 5000, T0 + 20 * DAY_US)])  # another day, now
+            assert await asyncio.wait_for(write, 10) == 1
+            assert await asyncio.wait_for(other.last_id("BTCUSDT", StreamKind.TRADE), 10) == 5000
+            assert await insert(chunk(11, 2000)) == 3  # a day the import makes as it goes
+        assert len(await store.trade_ids("BTCUSDT")) == 7
+
+
+def test_passwords_are_hidden_wherever_a_url_carries_one():
+    from pairs_tui.store import hide_passwords
+
+    assert shown_url("postgresql://desk:pw@db:5432/t") == "postgresql://desk@db:5432/t"
+    assert shown_url("postgresql://desk@db/t?password=pw&sslmode=require") == (
+        "postgresql://desk@db/t?sslmode=require"
+    )
+    assert shown_url("postgresql://db/t") == "postgresql://db/t"
+    said = hide_passwords("record --db postgresql://u:pw@h/d?sslpassword=pw2 failed")
+    assert "pw" not in said.replace("postgresql", "") and "postgresql://u@h/d" in said

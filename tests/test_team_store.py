@@ -124,11 +124,12 @@ def test_two_recorders_on_overlapping_symbols_store_every_trade_once(
     """Two `record --demo` processes, as on two machines, into one database: BTCUSDT and
     ETHUSDT, and ETHUSDT and SOLUSDT. Each sends itself the demo market's own trades, so
     ETHUSDT arrives twice: it is stored once, every id from the first to the last, with no
-    gap recorded. (Commits wait 1.5 s, so both have started before either commits.)"""
+    gap recorded. (Commits wait 3 s, so both have started before either commits, even on
+    a loaded machine.)"""
     config = tmp_path / "slow-commits.toml"
-    config.write_text("[store]\nflush_interval = 1.5\n")
+    config.write_text("[store]\nflush_interval = 3\n")
     env = cli_env(isolated_home)
-    record = ("--demo", "--duration", "3", "--db", pg_url, "--config", str(config))
+    record = ("--demo", "--duration", "4", "--db", pg_url, "--config", str(config))
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": env}
     procs = [
         subprocess.Popen(pairs_tui_cmd("record", *symbols, *record), **pipes)
@@ -216,7 +217,7 @@ def test_db_copy_goes_both_ways_resumes_and_counts(tmp_path, capsys, pg_cluster,
     """SQLite into PostgreSQL (cut short, then run again) and back into a new SQLite file:
     each store exports the same bars, holds the rules and firings, and says its count."""
     from pairs_tui import db_copy
-    from pairs_tui.model import AlertEvent
+    from pairs_tui.model import AlertEvent, Gap, StreamKind
 
     files = [
         str(write_dump(tmp_path, f"{s}-trades-2025-01", dump_lines(r, layout="spot-trades",
@@ -228,10 +229,13 @@ def test_db_copy_goes_both_ways_resumes_and_counts(tmp_path, capsys, pg_cluster,
 
     async def alerts() -> None:
         async with await TickStore.open(first) as store:
+            await store.add_rule(("SOLUSDT", "BNBUSDT"), "1m", "z > 3", 1)  # ids differ there
+            await store.remove_rule(1)
             rule = await store.add_rule(("BTCUSDT", "ETHUSDT"), "1s", "abs(z) > 2", 1)
             await store.mute_rule(rule, True)
             event = AlertEvent(rule, "abs(z) > 2", "BTCUSDT", "ETHUSDT", "1s", 5, 4, 5, 2.5)
             await store.add_events([event])
+            await store.write([], [Gap("ETHUSDT", StreamKind.TRADE, 10**12, 10**12 + 5, 1)])
 
     asyncio.run(alerts())
     team = pg_cluster.new_database()
@@ -256,6 +260,18 @@ def test_db_copy_goes_both_ways_resumes_and_counts(tmp_path, capsys, pg_cluster,
     assert code == 0 and f"{total:,} new trades" in out, out + err
     code, out, err = invoke(capsys, "db", "copy", team, str(back))  # again: nothing new
     assert code == 0 and " 0 new trades" in out and "1 alert rules, 0 alert firings" in out
+    code, out, err = invoke(capsys, "db", "copy", str(first), team)  # and into it again
+    assert code == 0 and " 0 new trades" in out and "0 alert firings" in out
+
+    async def alert_history(db: str) -> tuple[list, list, list]:
+        async with await TickStore.open(db, readonly=True) as store:
+            return await store.rules(), await store.events(), await store.gaps()
+
+    for db in (team, str(back)):  # copied twice into each: everything once, still matched
+        rules, events, gaps = asyncio.run(alert_history(db))
+        assert [(r.rule, r.muted) for r in rules] == [("abs(z) > 2", True)]
+        assert [e.rule_id for e in events] == [rules[0].id]  # the firing names its rule
+        assert [(g.from_id, g.to_id) for g in gaps] == [(10**12, 10**12 + 5)]
 
     bars = []
     for db in (str(first), team, str(back)):
