@@ -6,13 +6,14 @@ The driver is asyncpg: the event loop never waits on a socket, rows travel in th
 protocol, and `copy_records_to_table` speaks COPY, the fastest way into PostgreSQL.
 
 The schema is the SQLite store's, with PostgreSQL's types. Trades are partitioned by day
-of `ts_us` (declarative range partitions, made as the first trade of a day arrives), so
-retention drops whole days. A partitioned table's primary key must hold the partition
-key, so it is (series, trade_id, ts_us): a trade's time never changes, so this keeps
-each trade once all the same. A batch goes in by COPY into a temporary table, then
-`INSERT ... ON CONFLICT DO NOTHING`: re-delivered trades, two recorders on different
-machines and re-imports store each trade once. Migrations are versioned as SQLite's are,
-under an advisory lock, so two processes starting together migrate once.
+of `ts_us` (declarative range partitions, attached as the first trade of a day arrives),
+so retention drops whole days. A partitioned table's primary key must hold the partition
+key, so it is (series, trade_id, ts_us); a trade is still its id (its time comes in ms
+from the stream, in µs from dumps), so an insert also looks for the id within that
+millisecond. A batch goes in by COPY into a temporary table, then `INSERT ... ON CONFLICT
+DO NOTHING`: re-delivered trades, two recorders on different machines and re-imports
+store each trade once. Migrations are versioned as SQLite's are, under an advisory lock,
+so two processes starting together migrate once.
 
 A lost connection is retried with exponential backoff and jitter for up to
 `RETRY_FOR_S`; the recorder's batch waits (its pending trades are kept) and nothing it
