@@ -52,55 +52,75 @@ async def copy_store(
         held = await src.source()
         if held is not None:
             await dst.claim(held)  # a demo store stays a demo store
-        series = await src.series()
         wanted = await src.counts()
-        there = await dst.counts()
-        total = sum(wanted.values())
-        done = sum(min(n, there.get(symbol, 0)) for symbol, n in wanted.items())
-        new = 0
-
-        def step(rows: int) -> None:
-            nonlocal done
-            done = min(total, done + rows)
-            progress(done, total)
-
-        progress(done, total)
-        for symbol, kind in series:
-            last = await dst.last_id(symbol, kind)  # where a copy cut short stopped
-            new += await _trades(src, dst, symbol, kind, -1 if last is None else last, step)
-        counted = await dst.counts()
-        for symbol, n in wanted.items():  # ids below where it resumed are missing: all again
-            if counted.get(symbol, 0) < n:
-                for name, kind in series:
-                    if name == symbol:
-                        new += await _trades(src, dst, symbol, kind, -1, lambda rows: None)
-        history = 0
-        for symbol, kind in series:
-            for tf in TIMEFRAMES:
-                bars = await src.history(symbol, kind, tf)
-                await dst.add_history(symbol, kind, tf, bars)
-                history += len(bars)
+        new = await _copy_trades(src, dst, wanted, progress)
+        history = await _copy_history(src, dst)
         there_gaps = {_gap_key(g) for g in await dst.gaps()}
         if gaps := [g for g in await src.gaps() if _gap_key(g) not in there_gaps]:
             await dst.write([], gaps)  # what the destination holds of them is no gap there
-        rules = await src.rules()
-        rule_ids: dict[int, int] = {}  # the destination numbers its rules its own way
-        for rule in rules:
-            pair = (rule.symbol_a, rule.symbol_b)
-            rule_ids[rule.id] = await dst.add_rule(pair, rule.timeframe, rule.rule, 0)
-            await dst.mute_rule(rule_ids[rule.id], rule.muted)
-        there_events = {_event_key(e) for e in await dst.events()}
-        fresh = [
-            replace(e, rule_id=rule_ids.get(e.rule_id) if e.rule_id is not None else None)
-            for e in await src.events()
-            if _event_key(e) not in there_events
-        ]
-        if fresh:
-            await dst.add_events(fresh)
+        rules, events = await _copy_alerts(src, dst)
         counted = await dst.counts()
         counts = {symbol: (n, counted.get(symbol, 0)) for symbol, n in wanted.items()}
-        progress(total, total)
-        return Copied(new, counts, history, len(rules), len(fresh))
+        return Copied(new, counts, history, rules, events)
+
+
+async def _copy_trades(
+    src: TickStore, dst: TickStore, wanted: dict[str, int], progress: Callable[[int, int], None]
+) -> int:
+    """Every series from where the destination's ids stop (a copy cut short goes on from
+    there); a series still short after that is copied whole (what is there is skipped)."""
+    there = await dst.counts()
+    total = sum(wanted.values())
+    done = sum(min(n, there.get(symbol, 0)) for symbol, n in wanted.items())
+
+    def step(rows: int) -> None:
+        nonlocal done
+        done = min(total, done + rows)
+        progress(done, total)
+
+    progress(done, total)
+    series = await src.series()
+    new = 0
+    for symbol, kind in series:
+        last = await dst.last_id(symbol, kind)
+        new += await _trades(src, dst, symbol, kind, -1 if last is None else last, step)
+    counted = await dst.counts()
+    for symbol, kind in series:
+        if counted.get(symbol, 0) < wanted.get(symbol, 0):  # ids below where it resumed
+            new += await _trades(src, dst, symbol, kind, -1, lambda rows: None)
+    progress(total, total)
+    return new
+
+
+async def _copy_history(src: TickStore, dst: TickStore) -> int:
+    """The exchange's bars, every series and timeframe (stored again, they replace)."""
+    copied = 0
+    for symbol, kind in await src.series():
+        for tf in TIMEFRAMES:
+            bars = await src.history(symbol, kind, tf)
+            await dst.add_history(symbol, kind, tf, bars)
+            copied += len(bars)
+    return copied
+
+
+async def _copy_alerts(src: TickStore, dst: TickStore) -> tuple[int, int]:
+    """The rules (muted or not) and the firings the destination lacks, each firing naming
+    its rule by the destination's id; how many rules, and how many new firings."""
+    rules = await src.rules()
+    rule_ids: dict[int, int] = {}  # the destination numbers its rules its own way
+    for rule in rules:
+        pair = (rule.symbol_a, rule.symbol_b)
+        rule_ids[rule.id] = await dst.add_rule(pair, rule.timeframe, rule.rule, 0)
+        await dst.mute_rule(rule_ids[rule.id], rule.muted)
+    there = {_event_key(e) for e in await dst.events()}
+    fresh = [
+        replace(e, rule_id=rule_ids.get(e.rule_id) if e.rule_id is not None else None)
+        for e in await src.events()
+        if _event_key(e) not in there
+    ]
+    if fresh:
+        await dst.add_events(fresh)
+    return len(rules), len(fresh)
 
 
 def _gap_key(gap: Gap) -> tuple[str, StreamKind, int, int]:
